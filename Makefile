@@ -1,0 +1,45 @@
+# `make run` sets everything up and serves the dashboard; `make test` runs every test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# The generated key lives in var/ so sessions survive restarts; SECRET_KEY overrides it.
+WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
+
+.PHONY: install run serve demo test test-fast lint browser bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+var/secret_key:
+	mkdir -p var
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+	chmod 600 $@
+
+# Migrate, add demo data to an empty database, make sure an admin login exists, serve.
+run: install var/secret_key
+	$(WITH_KEY) $(PY) manage.py migrate --noinput
+	$(WITH_KEY) $(PY) manage.py seed_demo --if-empty
+	$(WITH_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0
+	$(WITH_KEY) $(PY) manage.py ensure_admin
+	$(WITH_KEY) $(VENV)/bin/gunicorn -c skillaudit_site/gunicorn.conf.py
+
+# Chromium drives the browser tests; Debian's package, installed when missing (as root).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get install -y chromium >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }; }
+
+test: install browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,291 @@
+"""Every read and write of the audit tables, as QuerySet and Manager methods.
+
+Views, the API, the admin, commands and DjangoStorage call these; none of them builds a
+filter or writes SQL of its own. The two raw statements below (the parent-chain walk and
+the last-run probes) are here because the ORM cannot express them as one index probe each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from django.db import IntegrityError, connections, models, transaction
+from django.db.models import Q
+from django.utils.dateparse import parse_datetime
+
+from . import contract
+
+
+class SkillRunQuerySet(models.QuerySet):
+    def newest_first(self):
+        return self.order_by("-started_at", "-id")
+
+    def oldest_first(self):
+        return self.order_by("started_at", "id")
+
+    def page(self, offset: int, limit: int):
+        offset = contract.clamp_offset(offset)
+        return self[offset : offset + contract.clamp_limit(limit)]
+
+    def hiding_dry_runs(self, include_dry_run: bool = False, status: str = ""):
+        """The contract's dry-run rule: hidden unless asked for or the status is explicit."""
+        if include_dry_run or status:
+            return self
+        return self.exclude(status=contract.STATUS_DRY_RUN)
+
+    def matching(self, f: contract.RunFilter):
+        """Runs that match a contract RunFilter (the one filter of every interface)."""
+        qs = self.hiding_dry_runs(f.include_dry_run, f.status)
+        if f.status:
+            qs = qs.filter(status=f.status)
+        if f.skill_id:
+            qs = qs.filter(skill_id=f.skill_id)
+        if f.caller_id:
+            qs = qs.filter(caller_id=f.caller_id)
+        if f.channel_id:
+            qs = qs.filter(channel_id=f.channel_id)
+        if f.top_level_only:
+            qs = qs.top_level()
+        if f.since is not None:
+            qs = qs.filter(started_at__gte=f.since)
+        if f.until is not None:
+            qs = qs.filter(started_at__lt=f.until)
+        return qs
+
+    def top_level(self):
+        return self.filter(parent_run_id="")
+
+    def for_skill(self, skill_id: str, include_dry_run: bool = False):
+        return self.filter(skill_id=skill_id).hiding_dry_runs(include_dry_run)
+
+    def for_caller(self, caller_id: str):
+        return self.filter(caller_id=caller_id).hiding_dry_runs()
+
+    def children_of(self, parent_run_id: str):
+        # The repeated "<> ''" lets SQLite use the partial index (it does not prove it).
+        return self.filter(parent_run_id=parent_run_id).exclude(parent_run_id="")
+
+    def children_of_any(self, parent_run_ids: Sequence[str]):
+        return self.filter(parent_run_id__in=list(parent_run_ids)).exclude(parent_run_id="")
+
+    def finished_before(self, cutoff: datetime):
+        return (
+            self.filter(finished_at__isnull=False, finished_at__lt=cutoff)
+            .exclude(status=contract.STATUS_RUNNING)
+            .order_by("finished_at", "id")
+        )
+
+    def started_before(self, t: datetime):
+        return self.filter(started_at__lt=t)
+
+    def older_than(self, started_at: datetime, run_id: str):
+        """Keyset page after (started_at, id) in newest-first order."""
+        return self.filter(started_at__lte=started_at).filter(
+            Q(started_at__lt=started_at) | Q(started_at=started_at, id__lt=run_id)
+        )
+
+    def newer_than(self, started_at: datetime, run_id: str):
+        """Keyset page before (started_at, id) in newest-first order."""
+        return self.filter(started_at__gte=started_at).filter(
+            Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=run_id)
+        )
+
+
+class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
+    def start(self, run: contract.SkillRun):
+        """Insert a run that contract.new_run has checked; Conflict when the id exists."""
+        try:
+            with transaction.atomic(using=self.db):
+                return self.create(
+                    id=run.id,
+                    skill_id=run.skill_id,
+                    caller_id=run.caller_id,
+                    channel_id=run.channel_id,
+                    inputs=run.inputs,
+                    started_at=run.started_at,
+                    finished_at=None,
+                    status=run.status,
+                    output=run.output,
+                    error=run.error,
+                    tool_calls_count=run.tool_calls_count,
+                    runtime_seconds=run.runtime_seconds,
+                    parent_run_id=run.parent_run_id,
+                    total_input_tokens=run.total_input_tokens,
+                    total_output_tokens=run.total_output_tokens,
+                    total_thinking_tokens=run.total_thinking_tokens,
+                )
+        except IntegrityError as exc:
+            raise contract.Conflict(f"run {run.id!r} already exists") from exc
+
+    def finish(self, run_id: str, stats: contract.RunStats, finished_at: datetime) -> None:
+        """One UPDATE, so concurrent finishes leave one complete set of stats (last wins)."""
+        updated = self.filter(pk=run_id).update(
+            finished_at=finished_at,
+            status=stats.status,
+            output=stats.output,
+            error=stats.error,
+            tool_calls_count=stats.tool_calls,
+            runtime_seconds=stats.runtime_seconds,
+            total_input_tokens=stats.input_tokens,
+            total_output_tokens=stats.output_tokens,
+            total_thinking_tokens=stats.thinking_tokens,
+        )
+        if not updated:
+            raise contract.NotFound(run_id)
+
+    def parent_chain(self, run_id: str) -> list:
+        """The run and its ancestors, root first; capped, stops at a missing or repeated run.
+
+        One recursive query finds the ids (capped at MAX_PARENT_CHAIN_DEPTH steps, so a
+        cycle cannot loop), one more loads the rows.
+        """
+        sql = f"""
+            WITH RECURSIVE chain(id, parent_run_id, depth) AS (
+                SELECT id, parent_run_id, 1 FROM {self.model._meta.db_table} WHERE id = %s
+                UNION ALL
+                SELECT r.id, r.parent_run_id, chain.depth + 1
+                FROM chain JOIN {self.model._meta.db_table} r ON r.id = chain.parent_run_id
+                WHERE chain.parent_run_id <> '' AND chain.depth < %s
+            )
+            SELECT id FROM chain ORDER BY depth
+        """
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, [run_id, contract.MAX_PARENT_CHAIN_DEPTH])
+            found = [row[0] for row in cursor.fetchall()]
+        if not found:
+            raise contract.NotFound(run_id)
+        chain: list[str] = []
+        for chain_id in found:
+            if chain_id in chain:
+                break
+            chain.append(chain_id)
+        rows = self.in_bulk(chain)
+        return [rows[chain_id] for chain_id in reversed(chain)]
+
+    # SQLite caps a compound SELECT at 500 terms.
+    _SKILLS_PER_QUERY = 200
+
+    def last_started_by_skills(
+        self, skill_ids: Sequence[str], include_failed: bool
+    ) -> dict[str, datetime]:
+        """Newest started_at per skill: one index probe per skill, not a scan of its runs."""
+        if include_failed:
+            status_rule = "r.status NOT IN (%s, %s)"
+            status_params = [contract.STATUS_DRY_RUN, contract.STATUS_RUNNING]
+        else:
+            status_rule = "r.status = %s"
+            status_params = [contract.STATUS_OK]
+        table = self.model._meta.db_table
+        latest: dict[str, datetime] = {}
+        ids = list(skill_ids)
+        for start in range(0, len(ids), self._SKILLS_PER_QUERY):
+            chunk = ids[start : start + self._SKILLS_PER_QUERY]
+            wanted = " UNION ALL ".join(["SELECT %s AS skill_id"] * len(chunk))
+            sql = f"""
+                SELECT k.skill_id, (
+                    SELECT r.started_at FROM {table} r
+                    WHERE r.skill_id = k.skill_id AND {status_rule}
+                    ORDER BY r.started_at DESC LIMIT 1
+                ) FROM ({wanted}) k
+            """
+            with connections[self.db].cursor() as cursor:
+                cursor.execute(sql, status_params + chunk)
+                for skill_id, started_at in cursor.fetchall():
+                    if started_at is not None:
+                        latest[skill_id] = _as_utc(started_at)
+        return latest
+
+    def purge_started_before(
+        self,
+        t: datetime,
+        batch_size: int = 2000,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Delete runs started before t and their logs; returns (runs, logs) deleted.
+
+        Works in id batches, one transaction per batch (logs first, then their runs), so
+        memory stays flat, a kill at any moment leaves no orphaned logs, and running it
+        again finishes the job. Rows are never loaded: big JSON is never parsed.
+        """
+        logs = self.model.logs.field.model.objects.db_manager(self.db)
+        runs_deleted = logs_deleted = 0
+        while True:
+            with transaction.atomic(using=self.db):
+                ids = list(
+                    self.started_before(t).order_by().values_list("pk", flat=True)[:batch_size]
+                )
+                if not ids:
+                    break
+                logs_deleted += logs.filter(run_id__in=ids).delete_rows()
+                runs_deleted += self.filter(pk__in=ids)._raw_delete(self.db)
+            if on_batch is not None:
+                on_batch(runs_deleted, logs_deleted)
+        return runs_deleted, logs_deleted
+
+    def count_started_before(self, t: datetime) -> tuple[int, int]:
+        """(runs, logs) that purge_started_before(t) would delete."""
+        doomed = self.started_before(t)
+        logs = self.model.logs.field.model.objects.db_manager(self.db)
+        return doomed.count(), logs.filter(run__in=doomed.values("pk")).count()
+
+
+class SkillRunLogQuerySet(models.QuerySet):
+    def for_run(self, run_id: str):
+        return self.filter(run_id=run_id).order_by("sequence")
+
+    def delete_rows(self) -> int:
+        """A single DELETE without loading rows (logs have no dependents or signals)."""
+        return self.order_by()._raw_delete(self.db)
+
+
+class SkillRunLogManager(models.Manager.from_queryset(SkillRunLogQuerySet)):
+    def append(self, logs: Sequence[contract.SkillRunLog]) -> None:
+        """Store checked logs of one run in one transaction: all or nothing.
+
+        NotFound when the run is missing, Conflict when a sequence is already stored (or
+        repeated in the batch); the stored logs are never changed.
+        """
+        if not logs:
+            return
+        run_model = self.model.run.field.related_model
+        run_ids = {log.run_id for log in logs}
+        sequences = [(log.run_id, log.sequence) for log in logs]
+        if len(set(sequences)) != len(sequences):
+            raise contract.Conflict("the batch repeats a sequence")
+        try:
+            with transaction.atomic(using=self.db):
+                # Lock the runs so a purge cannot remove them under the insert; FK checks
+                # are deferred to commit, which would turn a missing run into a late error.
+                found = set(
+                    run_model.objects.db_manager(self.db)
+                    .select_for_update()
+                    .filter(pk__in=run_ids)
+                    .values_list("pk", flat=True)
+                )
+                missing = run_ids - found
+                if missing:
+                    raise contract.NotFound(sorted(missing)[0])
+                self.bulk_create(
+                    [
+                        self.model(
+                            run_id=log.run_id,
+                            sequence=log.sequence,
+                            event_type=log.event_type,
+                            payload=log.payload,
+                            created_at=log.created_at,
+                        )
+                        for log in logs
+                    ]
+                )
+        except IntegrityError as exc:
+            raise contract.Conflict("a log with that run and sequence already exists") from exc
+
+
+def _as_utc(value) -> datetime:
+    """A datetime read by a raw cursor (SQLite gives text, PostgreSQL an aware value)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,111 @@
+"""The two audit tables. Column names follow the Go executor so both can share a database."""
+
+from django.db import models
+from django.db.models import Q
+
+from . import contract
+from .managers import SkillRunLogManager, SkillRunManager
+
+
+class Status(models.TextChoices):
+    RUNNING = contract.STATUS_RUNNING, "running"
+    OK = contract.STATUS_OK, "ok"
+    ERROR = contract.STATUS_ERROR, "error"
+    TIMEOUT = contract.STATUS_TIMEOUT, "timeout"
+    BUDGET_EXCEEDED = contract.STATUS_BUDGET_EXCEEDED, "budget exceeded"
+    DRY_RUN = contract.STATUS_DRY_RUN, "dry run"
+    PREEMPTED = contract.STATUS_PREEMPTED, "preempted"
+    LANE_BUSY = contract.STATUS_LANE_BUSY, "lane busy"
+
+
+class EventType(models.TextChoices):
+    STEP = contract.EVENT_STEP, "step"
+    TOOL_CALL = contract.EVENT_TOOL_CALL, "tool call"
+    TOOL_RESULT = contract.EVENT_TOOL_RESULT, "tool result"
+    ERROR = contract.EVENT_ERROR, "error"
+
+
+class SkillRun(models.Model):
+    id = models.CharField(primary_key=True, max_length=contract.ID_MAX_LENGTH)
+    skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)
+    caller_id = models.CharField(max_length=contract.NAME_MAX_LENGTH, blank=True, default="")
+    channel_id = models.CharField(max_length=contract.NAME_MAX_LENGTH, blank=True, default="")
+    inputs = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Free text in the database (another writer may add statuses); forms offer the known ones.
+    status = models.CharField(max_length=contract.STATUS_MAX_LENGTH, choices=Status.choices)
+    output = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    tool_calls_count = models.IntegerField(default=0)
+    runtime_seconds = models.FloatField(default=0)
+    # A plain string, not a foreign key: a parent may be purged before its children.
+    parent_run_id = models.CharField(max_length=contract.ID_MAX_LENGTH, blank=True, default="")
+    total_input_tokens = models.BigIntegerField(default=0)
+    total_output_tokens = models.BigIntegerField(default=0)
+    total_thinking_tokens = models.BigIntegerField(default=0)
+
+    objects = SkillRunManager()
+
+    class Meta:
+        db_table = "skill_runs"
+        ordering = ["-started_at", "-id"]
+        # Each index serves one contract query; tests/test_query_plans.py proves it.
+        indexes = [
+            # the unfiltered feed and since/until ranges
+            models.Index(fields=["-started_at", "-id"], name="runs_started"),
+            # the dashboard default: top-level runs only
+            models.Index(
+                fields=["-started_at", "-id"],
+                name="runs_toplevel_started",
+                condition=Q(parent_run_id=""),
+            ),
+            models.Index(fields=["status", "-started_at", "-id"], name="runs_status_started"),
+            models.Index(fields=["caller_id", "-started_at", "-id"], name="runs_caller_started"),
+            models.Index(fields=["channel_id", "-started_at", "-id"], name="runs_channel_started"),
+            # per-skill pages and last_run_by_skills(include_failed=True)
+            models.Index(fields=["skill_id", "-started_at", "-id"], name="runs_skill_started"),
+            # per-skill counts (index-only) and last_run_by_skills(include_failed=False)
+            models.Index(fields=["skill_id", "status", "started_at"], name="runs_skill_status"),
+            models.Index(
+                fields=["parent_run_id", "started_at", "id"],
+                name="runs_children",
+                condition=~Q(parent_run_id=""),
+            ),
+            models.Index(
+                fields=["finished_at", "id"],
+                name="runs_finished",
+                condition=Q(finished_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.skill_id} {self.id}"
+
+
+class SkillRunLog(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    # The unique (run, sequence) constraint serves lookups by run; no second index.
+    run = models.ForeignKey(
+        SkillRun,
+        on_delete=models.CASCADE,
+        db_column="run_id",
+        db_index=False,
+        related_name="logs",
+    )
+    sequence = models.BigIntegerField()
+    event_type = models.CharField(max_length=contract.EVENT_TYPE_MAX_LENGTH)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    objects = SkillRunLogManager()
+
+    class Meta:
+        db_table = "skill_run_logs"
+        ordering = ["run_id", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence"], name="run_logs_run_sequence"),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id} #{self.sequence} {self.event_type}"

@@ -1,0 +1,184 @@
+"""The executor side: Sink starts runs, RunRecorder writes their events and closes them.
+
+An audit failure must never break the agent it records: every storage error is logged
+and counted on the recorder (and its sink), never raised into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from . import contract
+from .contract import RunStats, SkillRun, SkillRunLog, Storage
+
+logger = logging.getLogger(__name__)
+
+
+class Sink:
+    """Adapts a Storage to the executor. ``Sink(None)`` records nothing."""
+
+    def __init__(self, storage: Storage | None) -> None:
+        self.storage = storage
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def start_run(
+        self,
+        *,
+        skill_id: str,
+        caller_id: str = "",
+        channel_id: str = "",
+        inputs: dict[str, Any] | None = None,
+        parent_run_id: str = "",
+        run_id: str | None = None,
+    ) -> RunRecorder:
+        recorder = RunRecorder(self, run_id or uuid.uuid4().hex)
+        recorder._write(
+            "start_run",
+            lambda storage: storage.start_run(
+                SkillRun(
+                    id=recorder.run_id,
+                    skill_id=skill_id,
+                    caller_id=caller_id,
+                    channel_id=channel_id,
+                    inputs=inputs or {},
+                    parent_run_id=parent_run_id,
+                    started_at=contract.utcnow(),
+                )
+            ),
+        )
+        return recorder
+
+    def _count_failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+
+
+class RunRecorder:
+    """One run in progress: numbered events, roll-ups of tool calls and tokens, runtime."""
+
+    def __init__(self, sink: Sink, run_id: str) -> None:
+        self.sink = sink
+        self.run_id = run_id
+        self.failures = 0
+        self.tool_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.thinking_tokens = 0
+        self.closed = False
+        self._sequence = 0
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    # --- events --------------------------------------------------------------------
+
+    def step(
+        self,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        thinking_tokens: int = 0,
+        **content: Any,
+    ) -> None:
+        """A model completion; its token usage is added to the run's totals."""
+        with self._lock:
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.thinking_tokens += thinking_tokens
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "thinking_tokens": thinking_tokens,
+        }
+        self._event(contract.EVENT_STEP, {**content, "usage": usage})
+
+    def tool_call(self, tool: str, arguments: Any = None, call_id: str = "") -> None:
+        with self._lock:
+            self.tool_calls += 1
+        self._event(
+            contract.EVENT_TOOL_CALL,
+            {
+                "tool": tool,
+                "call_id": call_id,
+                "arguments": arguments if arguments is not None else {},
+            },
+        )
+
+    def tool_result(
+        self, tool: str, result: Any, call_id: str = "", is_error: bool = False
+    ) -> None:
+        self._event(
+            contract.EVENT_TOOL_RESULT,
+            {"tool": tool, "call_id": call_id, "result": result, "is_error": is_error},
+        )
+
+    def error(self, message: str, **details: Any) -> None:
+        self._event(contract.EVENT_ERROR, {**details, "message": message})
+
+    def close(self, status: str = contract.STATUS_OK, output: str = "", error: str = "") -> None:
+        """Finish the run with the roll-ups; only the first close writes."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            stats = RunStats(
+                status=status,
+                output=output,
+                error=error,
+                tool_calls=self.tool_calls,
+                runtime_seconds=self.runtime_seconds,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                thinking_tokens=self.thinking_tokens,
+            )
+        self._write("finish_run", lambda storage: storage.finish_run(self.run_id, stats))
+
+    @property
+    def runtime_seconds(self) -> float:
+        return time.monotonic() - self._started
+
+    @property
+    def sequence(self) -> int:
+        """The sequence number of the last event written (0 before the first)."""
+        return self._sequence
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.close(contract.STATUS_OK)
+        else:
+            self.close(contract.STATUS_ERROR, error=f"{exc_type.__name__}: {exc}")
+        return False  # the agent's exception propagates
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _event(self, event_type: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
+        log = SkillRunLog(
+            run_id=self.run_id,
+            sequence=sequence,
+            event_type=event_type,
+            payload=payload,
+            created_at=contract.utcnow(),
+        )
+        self._write(event_type, lambda storage: storage.append_log(log))
+
+    def _write(self, what: str, call) -> None:
+        storage = self.sink.storage
+        if storage is None:
+            return
+        try:
+            call(storage)
+        except Exception:
+            with self._lock:
+                self.failures += 1
+            self.sink._count_failure()
+            logger.exception("skillaudit: %s failed for run %s", what, self.run_id)
