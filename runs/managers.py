@@ -11,10 +11,29 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Q
+from django.db.models import Count, Exists, OuterRef, Q, TextField
+from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
 
 from . import contract
+
+# What run lists select: everything but the big inputs/output/error columns.
+SUMMARY_FIELDS = (
+    "id",
+    "skill_id",
+    "caller_id",
+    "channel_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "tool_calls_count",
+    "runtime_seconds",
+    "parent_run_id",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_thinking_tokens",
+)
+PREVIEW_CHARS = 160
 
 
 class SkillRunQuerySet(models.QuerySet):
@@ -91,6 +110,36 @@ class SkillRunQuerySet(models.QuerySet):
             Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=run_id)
         )
 
+    def summaries(self):
+        """The columns a list shows, with short previews computed in the database.
+
+        Lists never load inputs, output or error whole: they can be megabytes, or JSON too
+        deep to parse. ``has_children`` is one probe of the children index per row.
+        """
+        child = self.model.objects.children_of(OuterRef("id"))
+        return self.only(*SUMMARY_FIELDS).annotate(
+            output_preview=Substr("output", 1, PREVIEW_CHARS),
+            error_preview=Substr("error", 1, PREVIEW_CHARS),
+            has_children=Exists(child),
+        )
+
+    def bounded_count(self, cap: int) -> int:
+        """The exact count up to ``cap`` + 1; never counts more rows than that."""
+        return self.order_by()[: cap + 1].count()
+
+    def status_counts_by_skill(self, since: datetime) -> dict[str, dict[str, int]]:
+        """{skill_id: {status: count}} for runs started since ``since`` (an index range)."""
+        counts: dict[str, dict[str, int]] = {}
+        rows = (
+            self.filter(started_at__gte=since)
+            .order_by()
+            .values_list("skill_id", "status")
+            .annotate(n=Count("*"))
+        )
+        for skill_id, status, n in rows:
+            counts.setdefault(skill_id, {})[status] = n
+        return counts
+
 
 class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
     def start(self, run: contract.SkillRun):
@@ -134,7 +183,7 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         if not updated:
             raise contract.NotFound(run_id)
 
-    def parent_chain(self, run_id: str) -> list:
+    def parent_chain(self, run_id: str, summaries: bool = False) -> list:
         """The run and its ancestors, root first; capped, stops at a missing or repeated run.
 
         One recursive query finds the ids (capped at MAX_PARENT_CHAIN_DEPTH steps, so a
@@ -160,8 +209,29 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             if chain_id in chain:
                 break
             chain.append(chain_id)
-        rows = self.in_bulk(chain)
+        rows = (self.get_queryset().summaries() if summaries else self.get_queryset()).in_bulk(
+            chain
+        )
         return [rows[chain_id] for chain_id in reversed(chain)]
+
+    def skill_ids(self) -> list[str]:
+        """Every distinct skill_id, one index probe per skill (a loose index scan).
+
+        SELECT DISTINCT would read the whole index; this walks it skill by skill.
+        """
+        table = self.model._meta.db_table
+        sql = f"""
+            WITH RECURSIVE skills(skill_id) AS (
+                SELECT MIN(skill_id) FROM {table}
+                UNION ALL
+                SELECT (SELECT MIN(r.skill_id) FROM {table} r WHERE r.skill_id > skills.skill_id)
+                FROM skills WHERE skills.skill_id IS NOT NULL
+            )
+            SELECT skill_id FROM skills WHERE skill_id IS NOT NULL
+        """
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql)
+            return [row[0] for row in cursor.fetchall()]
 
     # SQLite caps a compound SELECT at 500 terms.
     _SKILLS_PER_QUERY = 200
@@ -230,9 +300,27 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         return doomed.count(), logs.filter(run__in=doomed.values("pk")).count()
 
 
+PAYLOAD_PREVIEW_CHARS = 2000
+
+
 class SkillRunLogQuerySet(models.QuerySet):
     def for_run(self, run_id: str):
         return self.filter(run_id=run_id).order_by("sequence")
+
+    def timeline(self):
+        """Events without their payloads: sizes and previews come from the database."""
+        as_text = Cast("payload", TextField())
+        return self.only("id", "run_id", "sequence", "event_type", "created_at").annotate(
+            payload_size=Length(as_text),
+            payload_preview=Substr(as_text, 1, PAYLOAD_PREVIEW_CHARS),
+        )
+
+    def payloads(self, run_id: str, sequences) -> dict[int, object]:
+        """{sequence: payload} for the given events of a run."""
+        rows = self.filter(run_id=run_id, sequence__in=list(sequences)).values_list(
+            "sequence", "payload"
+        )
+        return dict(rows)
 
     def delete_rows(self) -> int:
         """A single DELETE without loading rows (logs have no dependents or signals)."""

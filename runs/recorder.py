@@ -10,6 +10,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from . import contract
@@ -19,10 +21,19 @@ logger = logging.getLogger(__name__)
 
 
 class Sink:
-    """Adapts a Storage to the executor. ``Sink(None)`` records nothing."""
+    """Adapts a Storage to the executor. ``Sink(None)`` records nothing.
 
-    def __init__(self, storage: Storage | None) -> None:
+    ``clock`` (an aware datetime per call) replaces the wall clock for a replay or a demo
+    that simulates time: it then stamps starts and events and measures runtimes. By
+    default the wall clock stamps and a monotonic timer measures, so a clock step (NTP)
+    cannot make a runtime negative.
+    """
+
+    def __init__(
+        self, storage: Storage | None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.storage = storage
+        self.clock = clock
         self._lock = threading.Lock()
         self.failures = 0
 
@@ -37,8 +48,7 @@ class Sink:
         run_id: str | None = None,
     ) -> RunRecorder:
         recorder = RunRecorder(self, run_id or uuid.uuid4().hex)
-        recorder._write(
-            "start_run",
+        recorder._write_start(
             lambda storage: storage.start_run(
                 SkillRun(
                     id=recorder.run_id,
@@ -47,11 +57,14 @@ class Sink:
                     channel_id=channel_id,
                     inputs=inputs or {},
                     parent_run_id=parent_run_id,
-                    started_at=contract.utcnow(),
+                    started_at=recorder.started_at,
                 )
             ),
         )
         return recorder
+
+    def now(self) -> datetime:
+        return self.clock() if self.clock is not None else contract.utcnow()
 
     def _count_failure(self) -> None:
         with self._lock:
@@ -70,8 +83,12 @@ class RunRecorder:
         self.output_tokens = 0
         self.thinking_tokens = 0
         self.closed = False
+        # False once start_run failed: the run id may belong to another run (a duplicate
+        # id), whose log and summary this recorder must not write into.
+        self.recording = True
         self._sequence = 0
         self._lock = threading.Lock()
+        self.started_at = sink.now()
         self._started = time.monotonic()
 
     # --- events --------------------------------------------------------------------
@@ -139,6 +156,8 @@ class RunRecorder:
 
     @property
     def runtime_seconds(self) -> float:
+        if self.sink.clock is not None:
+            return (self.sink.clock() - self.started_at).total_seconds()
         return time.monotonic() - self._started
 
     @property
@@ -167,14 +186,19 @@ class RunRecorder:
             sequence=sequence,
             event_type=event_type,
             payload=payload,
-            created_at=contract.utcnow(),
+            created_at=self.sink.now(),
         )
         self._write(event_type, lambda storage: storage.append_log(log))
 
-    def _write(self, what: str, call) -> None:
+    def _write_start(self, call) -> None:
+        if not self._write("start_run", call):
+            self.recording = False
+
+    def _write(self, what: str, call) -> bool:
+        """Run one storage call; False (logged and counted) when it failed."""
         storage = self.sink.storage
-        if storage is None:
-            return
+        if storage is None or not self.recording:
+            return True
         try:
             call(storage)
         except Exception:
@@ -182,3 +206,5 @@ class RunRecorder:
                 self.failures += 1
             self.sink._count_failure()
             logger.exception("skillaudit: %s failed for run %s", what, self.run_id)
+            return False
+        return True

@@ -160,6 +160,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 
 # A `running` row older than this is shown (and filtered) as stale.
 SKILLAUDIT_STALE_AFTER_MINUTES = int(os.environ.get("SKILLAUDIT_STALE_AFTER_MINUTES", "60"))
+# A skill with no run for this many days is flagged "no run lately" on /skills/.
+SKILLAUDIT_QUIET_AFTER_DAYS = int(os.environ.get("SKILLAUDIT_QUIET_AFTER_DAYS", "7"))
 # What `manage.py purge_runs` deletes when given no --older-than / --before.
 SKILLAUDIT_RETENTION_DAYS = int(os.environ.get("SKILLAUDIT_RETENTION_DAYS", "90"))
 

@@ -1,0 +1,178 @@
+"""The run-list filter: query string -> contract.RunFilter -> SkillRun.objects.matching().
+
+One definition serves the HTML list and the API. It is always bound (an empty query
+string means the defaults: top-level runs, no dry runs), it refuses every invalid, unknown
+or repeated parameter instead of dropping it, and it never widens the result.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+
+import django_filters
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone as django_timezone
+
+from . import contract
+from .models import SkillRun
+
+STALE = "stale"
+STATUS_CHOICES = [("", "any status")] + [(s, s.replace("_", " ")) for s in contract.KNOWN_STATUSES]
+STATUS_CHOICES.append((STALE, "stale (running too long)"))
+
+# The databases store years 1..9999; bounds are kept a day inside so that converting
+# them between time zones can never overflow.
+EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+TRUE_VALUES = {"1", "true", "on", "yes"}
+FALSE_VALUES = {"", "0", "false", "off", "no"}
+
+
+class StrictBooleanField(forms.Field):
+    """1/true/on/yes or 0/false/off/no (empty = no); anything else is an error."""
+
+    def to_python(self, value):
+        if value is None:
+            return False
+        text = str(value).strip().lower()
+        if text in TRUE_VALUES:
+            return True
+        if text in FALSE_VALUES:
+            return False
+        raise ValidationError("must be 1 or 0 (or true/false)", code="invalid")
+
+
+class IsoDateTimeField(forms.Field):
+    """An ISO 8601 date or date-time; without an offset it is UTC. Returned in UTC."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if len(text) > 40:
+            raise ValidationError("is too long for a date-time", code="invalid")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                parsed = datetime.combine(date.fromisoformat(text), time())
+            except ValueError:
+                raise ValidationError(
+                    "is not an ISO 8601 date-time (e.g. 2026-11-26T09:30:00Z)", code="invalid"
+                ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        try:
+            parsed = parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("is outside the years 1 to 9999", code="invalid") from None
+        # Clamping inside the storable range cannot widen the result: no run is stored
+        # outside it.
+        return min(max(parsed, EARLIEST), LATEST)
+
+
+class CleanCharField(forms.CharField):
+    """Free text cleaned the way stored ids are (NUL and surrogates become U+FFFD)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return contract.clean_text(value) if value else value
+
+
+class IsoDateTimeFilter(django_filters.Filter):
+    field_class = IsoDateTimeField
+
+
+class StrictBooleanFilter(django_filters.Filter):
+    field_class = StrictBooleanField
+
+
+class IdFilter(django_filters.CharFilter):
+    field_class = CleanCharField
+
+
+class RunFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=STATUS_CHOICES, empty_label=None)
+    skill = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Skill")
+    caller = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Caller")
+    channel = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Channel")
+    since = IsoDateTimeFilter(label="Since (UTC)")
+    until = IsoDateTimeFilter(label="Until (UTC)")
+    include_nested = StrictBooleanFilter(label="Include nested runs")
+    include_dry_run = StrictBooleanFilter(label="Include dry runs")
+
+    class Meta:
+        model = SkillRun
+        fields: list[str] = []
+
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, extra_params=()):
+        """``extra_params`` are the other parameters the caller understands (paging)."""
+        data = data if data is not None else {}
+        self.problems = parameter_problems(data, set(self.base_filters) | set(extra_params))
+        # Always bound: a bare URL means "the defaults", which must be designed, not hoped.
+        super().__init__(
+            {key: data.get(key) for key in data}, queryset, request=request, prefix=prefix
+        )
+
+    def is_valid(self):
+        return not self.problems and super().is_valid()
+
+    @property
+    def error_messages(self) -> dict[str, list[str]]:
+        """Every problem, keyed by the parameter it is about."""
+        messages = {key: list(value) for key, value in self.problems.items()}
+        if self.problems:
+            return messages
+        for field, errors in self.form.errors.items():
+            messages.setdefault(field, []).extend(errors)
+        return messages
+
+    def run_filter(self, now: datetime | None = None) -> contract.RunFilter:
+        """The contract filter for valid data (call is_valid() first)."""
+        data = self.form.cleaned_data
+        status = data.get("status") or ""
+        until = data.get("until")
+        if status == STALE:
+            # "stale" = running rows started before the stale threshold: a narrower until.
+            status = contract.STATUS_RUNNING
+            threshold = (now or django_timezone.now()) - stale_after()
+            until = threshold if until is None else min(until, threshold)
+        return contract.RunFilter(
+            status=status,
+            skill_id=data.get("skill") or "",
+            caller_id=data.get("caller") or "",
+            channel_id=data.get("channel") or "",
+            top_level_only=not data.get("include_nested"),
+            include_dry_run=bool(data.get("include_dry_run")),
+            since=data.get("since"),
+            until=until,
+        )
+
+    def filter_queryset(self, queryset):
+        return queryset.matching(self.run_filter())
+
+    def active(self) -> dict[str, str]:
+        """The parameters in effect, for links that keep the current filters."""
+        return {
+            name: self.data[name]
+            for name in self.base_filters
+            if self.data.get(name) not in (None, "")
+        }
+
+
+def parameter_problems(data, allowed: set[str]) -> dict[str, list[str]]:
+    """Unknown and repeated parameters: refused, since ignoring them would widen the result."""
+    problems: dict[str, list[str]] = {}
+    for key in data:
+        if key not in allowed:
+            problems[contract.clean_text(key)[:100]] = ["is not a known parameter"]
+        elif hasattr(data, "getlist") and len(data.getlist(key)) > 1:
+            problems[key] = ["is given more than once"]
+    return problems
+
+
+def stale_after() -> timedelta:
+    return timedelta(minutes=settings.SKILLAUDIT_STALE_AFTER_MINUTES)

@@ -1,0 +1,345 @@
+"""The trace-review dashboard. Every query goes through runs/managers.py."""
+
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
+from django.db.models import TextField
+from django.db.models.functions import Cast, Length, Substr
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from . import contract, cursors, presentation
+from .filters import RunFilterSet, stale_after
+from .models import SkillRun, SkillRunLog
+
+PAGE_SIZE = 50
+# The list shows an exact count up to this many runs, "more than" beyond it.
+COUNT_CAP = 1000
+EVENTS_PAGE_SIZE = 200
+CHILDREN_SHOWN = 100
+# Output and error longer than this are cut on the page, with a link to the whole text.
+TEXT_PAGE_CHARS = 100_000
+TREE_NODE_CAP = 2000
+TREE_DEPTH_CAP = 64
+VIEW_PERMISSION = "runs.view_skillrun"
+
+
+def dashboard_view(view):
+    """Logged-in active staff with the view permission; anonymous users go to the login."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+        if not (user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION)):
+            raise PermissionDenied("You need staff access and the permission to view runs.")
+        return view(request, *args, **kwargs)
+
+    return require_GET(wrapper)
+
+
+def bad_request(request, errors: dict[str, list[str]]):
+    return render(request, "runs/bad_request.html", {"errors": errors}, status=400)
+
+
+# --- run list --------------------------------------------------------------------------
+
+
+@dashboard_view
+def run_list(request):
+    filterset = RunFilterSet(
+        request.GET, queryset=SkillRun.objects.all(), extra_params=("after", "before")
+    )
+    if not filterset.is_valid():
+        return bad_request(request, filterset.error_messages)
+    after, before = request.GET.get("after"), request.GET.get("before")
+    if after and before:
+        return bad_request(request, {"after": ["cannot be combined with before"]})
+    matching = filterset.qs
+    try:
+        if after:
+            rows = list(matching.older_than(*cursors.decode(after)).newest_first().summaries()
+                        [: PAGE_SIZE + 1])
+            has_older, has_newer = len(rows) > PAGE_SIZE, True
+            rows = rows[:PAGE_SIZE]
+        elif before:
+            rows = list(matching.newer_than(*cursors.decode(before)).oldest_first().summaries()
+                        [: PAGE_SIZE + 1])
+            has_newer, has_older = len(rows) > PAGE_SIZE, True
+            rows = rows[:PAGE_SIZE][::-1]
+        else:
+            rows = list(matching.newest_first().summaries()[: PAGE_SIZE + 1])
+            has_older, has_newer = len(rows) > PAGE_SIZE, False
+            rows = rows[:PAGE_SIZE]
+    except cursors.InvalidCursor as exc:
+        return bad_request(request, {"after" if after else "before": [str(exc)]})
+    count = matching.bounded_count(COUNT_CAP)
+    context = {
+        "filterset": filterset,
+        "form": filterset.form,
+        "runs": rows,
+        "count": min(count, COUNT_CAP),
+        "count_is_capped": count > COUNT_CAP,
+        "older_cursor": cursors.encode(rows[-1].started_at, rows[-1].id) if has_older else None,
+        "newer_cursor": cursors.encode(rows[0].started_at, rows[0].id)
+        if has_newer and rows
+        else None,
+        "paged": bool(after or before),
+        "stale_before": timezone.now() - stale_after(),
+        "filtered": bool(filterset.active()),
+    }
+    context["nav"] = "runs"
+    return render(request, "runs/run_list.html", context)
+
+
+# --- run detail ------------------------------------------------------------------------
+
+
+def _run_with_text_heads(run_id: str):
+    """The run without its big columns whole: inputs as text, output/error cut to a page."""
+    return get_object_or_404(
+        SkillRun.objects.defer("inputs", "output", "error").annotate(
+            inputs_text=Cast("inputs", TextField()),
+            output_head=Substr("output", 1, TEXT_PAGE_CHARS),
+            output_size=Length("output"),
+            error_head=Substr("error", 1, TEXT_PAGE_CHARS),
+            error_size=Length("error"),
+        ),
+        pk=contract.clean_id(run_id),
+    )
+
+
+def _events_after(request) -> int:
+    value = request.GET.get("events_after", "0") or "0"
+    if not value.isdigit() or len(value) > 18:
+        raise ValueError("must be a whole number (an event sequence)")
+    return int(value)
+
+
+def run_length_seconds(run, last_event_at=None) -> float:
+    """How long the run took, or has taken so far, for drawing bars."""
+    if run.finished_at is not None:
+        return max(run.runtime_seconds or (run.finished_at - run.started_at).total_seconds(), 0)
+    end = last_event_at or timezone.now()
+    return max((end - run.started_at).total_seconds(), 0.0)
+
+
+@dashboard_view
+def run_detail(request, run_id):
+    unknown = set(request.GET) - {"events_after"}
+    if unknown:
+        return bad_request(request, {sorted(unknown)[0]: ["is not a known parameter"]})
+    try:
+        events_after = _events_after(request)
+    except ValueError as exc:
+        return bad_request(request, {"events_after": [str(exc)]})
+    run = _run_with_text_heads(run_id)
+    inputs_pretty, inputs_raw = presentation.pretty_json_text(run.inputs_text)
+    chain = SkillRun.objects.parent_chain(run.id, summaries=True)
+    children_qs = SkillRun.objects.children_of(run.id)
+    children = list(children_qs.oldest_first().summaries()[: CHILDREN_SHOWN + 1])
+
+    logs = SkillRunLog.objects.for_run(run.id)
+    rows = list(logs.filter(sequence__gt=events_after).timeline()[: EVENTS_PAGE_SIZE + 1])
+    more_events = len(rows) > EVENTS_PAGE_SIZE
+    rows = rows[:EVENTS_PAGE_SIZE]
+    small = [r.sequence for r in rows if (r.payload_size or 0) <= presentation.PRETTY_PAYLOAD_MAX_CHARS]
+    payloads = SkillRunLog.objects.payloads(run.id, small) if small else {}
+    length = run_length_seconds(run, rows[-1].created_at if rows else None)
+    events = presentation.build_timeline(rows, payloads, run.started_at, length)
+    event_count = logs.order_by().count()
+
+    context = {
+        "run": run,
+        "inputs_pretty": inputs_pretty,
+        "inputs_raw": inputs_raw,
+        "inputs_fold": presentation.is_long(inputs_pretty or inputs_raw),
+        "output_cut": (run.output_size or 0) > TEXT_PAGE_CHARS,
+        "error_cut": (run.error_size or 0) > TEXT_PAGE_CHARS,
+        "output_fold": presentation.is_long(run.output_head),
+        "error_fold": presentation.is_long(run.error_head),
+        "chain": chain[:-1],
+        "chain_is_cut": bool(chain) and chain[0].parent_run_id != "",
+        "children": children[:CHILDREN_SHOWN],
+        "more_children": len(children) > CHILDREN_SHOWN,
+        "events": events,
+        "event_count": event_count,
+        "events_after": events_after,
+        "next_events_after": rows[-1].sequence if more_events else None,
+        "run_length": length,
+        "is_stale": run.status == contract.STATUS_RUNNING
+        and run.started_at < timezone.now() - stale_after(),
+    }
+    return render(request, "runs/run_detail.html", context)
+
+
+RAW_FIELDS = {"inputs", "output", "error"}
+
+
+@dashboard_view
+def run_raw(request, run_id, field):
+    """One big field of a run, whole, as inert plain text or JSON."""
+    if field not in RAW_FIELDS:
+        raise Http404("no such field")
+    if field == "inputs":
+        row = get_object_or_404(
+            SkillRun.objects.annotate(text=Cast("inputs", TextField())).values_list("text"),
+            pk=contract.clean_id(run_id),
+        )
+        return _raw_response(row[0], "application/json")
+    row = get_object_or_404(
+        SkillRun.objects.values_list(field), pk=contract.clean_id(run_id)
+    )
+    return _raw_response(row[0], "text/plain; charset=utf-8")
+
+
+@dashboard_view
+def event_raw(request, run_id, sequence):
+    row = get_object_or_404(
+        SkillRunLog.objects.annotate(text=Cast("payload", TextField())).values_list("text"),
+        run_id=contract.clean_id(run_id),
+        sequence=sequence,
+    )
+    return _raw_response(row[0], "application/json")
+
+
+def _raw_response(text: str, content_type: str) -> HttpResponse:
+    response = HttpResponse(text, content_type=content_type)
+    # Shown as text, never rendered, even by a browser that sniffs.
+    response["Content-Disposition"] = "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+# --- call tree -------------------------------------------------------------------------
+
+
+def build_call_tree(run):
+    """The call tree around ``run`` from its root: one query per level, capped."""
+    chain = SkillRun.objects.parent_chain(run.id, summaries=True)
+    root = chain[0]
+    root_node = presentation.TreeNode(run=root, depth=0)
+    nodes = {root.id: root_node}
+    level = [root_node]
+    capped = False
+    depth = 0
+    while level and depth < TREE_DEPTH_CAP:
+        room = TREE_NODE_CAP - len(nodes)
+        if room <= 0:
+            capped = True
+            break
+        kids = list(
+            SkillRun.objects.children_of_any([n.run.id for n in level])
+            .oldest_first()
+            .summaries()[: room + 1]
+        )
+        if len(kids) > room:
+            capped, kids = True, kids[:room]
+        depth += 1
+        next_level = []
+        for kid in kids:
+            if kid.id in nodes:  # a cycle in corrupted data
+                continue
+            node = presentation.TreeNode(run=kid, depth=depth)
+            nodes[kid.parent_run_id].children.append(node)
+            nodes[kid.id] = node
+            next_level.append(node)
+        level = next_level
+    if level and depth >= TREE_DEPTH_CAP:
+        capped = True
+    return root_node, len(nodes), capped, root.parent_run_id != ""
+
+
+@dashboard_view
+def run_tree(request, run_id):
+    if request.GET:
+        return bad_request(request, {sorted(request.GET)[0]: ["is not a known parameter"]})
+    run = get_object_or_404(SkillRun.objects.summaries(), pk=contract.clean_id(run_id))
+    root, size, capped, root_is_orphan = build_call_tree(run)
+    end = max(
+        (
+            n.run.finished_at or timezone.now()
+            for n in _walk(root)
+        ),
+        default=root.run.started_at,
+    )
+    length = max((end - root.run.started_at).total_seconds(), 0.0)
+    nodes = presentation.flatten_tree(root, root.run.started_at, length)
+    for node in nodes:
+        node.close_range = range(node.closes)
+    context = {
+        "run": run,
+        "root": root.run,
+        "nodes": nodes,
+        "size": size,
+        "capped": capped,
+        "node_cap": TREE_NODE_CAP,
+        "root_is_orphan": root_is_orphan,
+    }
+    return render(request, "runs/run_tree.html", context)
+
+
+def _walk(node):
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(current.children)
+
+
+# --- skills ----------------------------------------------------------------------------
+
+
+@dashboard_view
+def skill_overview(request):
+    if request.GET:
+        return bad_request(request, {sorted(request.GET)[0]: ["is not a known parameter"]})
+    now = timezone.now()
+    skill_ids = SkillRun.objects.skill_ids()
+    last_run = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=True)
+    last_ok = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=False)
+    day = SkillRun.objects.status_counts_by_skill(now - timezone.timedelta(days=1))
+    week = SkillRun.objects.status_counts_by_skill(now - timezone.timedelta(days=7))
+    quiet_after = now - timezone.timedelta(days=settings.SKILLAUDIT_QUIET_AFTER_DAYS)
+    skills = [
+        {
+            "id": skill_id,
+            "last_run": last_run.get(skill_id),
+            "last_ok": last_ok.get(skill_id),
+            "day": sorted(day.get(skill_id, {}).items()),
+            "week": sorted(week.get(skill_id, {}).items()),
+            "day_total": sum(day.get(skill_id, {}).values()),
+            "week_total": sum(week.get(skill_id, {}).values()),
+            "never_succeeded": skill_id not in last_ok,
+            "quiet": skill_id not in last_run or last_run[skill_id] < quiet_after,
+        }
+        for skill_id in skill_ids
+    ]
+    # Most recently active first; skills that never ran last.
+    skills.sort(key=lambda s: (s["last_run"] is not None, s["last_run"] or now), reverse=True)
+    return render(
+        request,
+        "runs/skills.html",
+        {"skills": skills, "quiet_days": settings.SKILLAUDIT_QUIET_AFTER_DAYS, "nav": "skills"},
+    )
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+def healthz(request):
+    """200 when the database answers, 503 when it does not (no login: for load balancers)."""
+    try:
+        SkillRun.objects.only("id")[:1].exists()
+    except DatabaseError:
+        return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
+    return JsonResponse({"status": "ok", "database": "up"})
