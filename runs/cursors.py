@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import contract
 
@@ -15,7 +15,7 @@ class InvalidCursor(ValueError):
 
 
 def encode(started_at: datetime, run_id: str) -> str:
-    raw = json.dumps([started_at.astimezone(timezone.utc).isoformat(), run_id])
+    raw = json.dumps([started_at.astimezone(UTC).isoformat(), run_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -30,4 +30,4 @@ def decode(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor("is not a cursor from this site") from None
     if not isinstance(run_id, str) or started_at.tzinfo is None:
         raise InvalidCursor("is not a cursor from this site")
-    return started_at.astimezone(timezone.utc), contract.clean_text(run_id)
+    return started_at.astimezone(UTC), contract.clean_text(run_id)

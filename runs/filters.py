@@ -7,7 +7,7 @@ or repeated parameter instead of dropping it, and it never widens the result.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import django_filters
 from django import forms
@@ -24,8 +24,8 @@ STATUS_CHOICES.append((STALE, "stale (running too long)"))
 
 # The databases store years 1..9999; bounds are kept a day inside so that converting
 # them between time zones can never overflow.
-EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
-LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 TRUE_VALUES = {"1", "true", "on", "yes"}
 FALSE_VALUES = {"", "0", "false", "off", "no"}
@@ -64,9 +64,9 @@ class IsoDateTimeField(forms.Field):
                     "is not an ISO 8601 date-time (e.g. 2026-11-26T09:30:00Z)", code="invalid"
                 ) from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         try:
-            parsed = parsed.astimezone(timezone.utc)
+            parsed = parsed.astimezone(UTC)
         except OverflowError:
             raise ValidationError("is outside the years 1 to 9999", code="invalid") from None
         # Clamping inside the storable range cannot widen the result: no run is stored

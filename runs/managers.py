@@ -8,10 +8,10 @@ the last-run probes) are here because the ORM cannot express them as one index p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Count, Exists, OuterRef, Q, TextField
+from django.db.models import Count, Exists, F, OuterRef, Q, TextField
 from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
 
@@ -98,6 +98,34 @@ class SkillRunQuerySet(models.QuerySet):
     def started_before(self, t: datetime):
         return self.filter(started_at__lt=t)
 
+    def without_big_columns(self):
+        """The list columns only: inputs, output and error can be megabytes or deep JSON."""
+        return self.only(*SUMMARY_FIELDS)
+
+    def named(self, term: str):
+        """Runs whose id, skill, caller or channel equals term (the admin search).
+
+        Equality, not LIKE: each arm is a probe of an existing index (PostgreSQL ORs them
+        in a bitmap), where a prefix LIKE needs a C-collation or pattern_ops index and the
+        case-insensitive forms (UPPER(col) LIKE ...) can use no index at all.
+        """
+        term = contract.clean_text(term)
+        return self.filter(
+            Q(pk=term) | Q(skill_id=term) | Q(caller_id=term) | Q(channel_id=term)
+        )
+
+    def close_running(self, status: str, finished_at: datetime) -> int:
+        """Give the `running` rows among these a terminal status and a finish time.
+
+        Rows that are no longer running (finished meanwhile) are left alone: the filter is
+        in the UPDATE itself, so a finish that lands first wins.
+        """
+        if status not in contract.TERMINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a terminal status")
+        return self.filter(status=contract.STATUS_RUNNING).update(
+            status=status, finished_at=finished_at
+        )
+
     def older_than(self, started_at: datetime, run_id: str):
         """Keyset page after (started_at, id) in newest-first order."""
         return self.filter(started_at__lte=started_at).filter(
@@ -182,6 +210,19 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         )
         if not updated:
             raise contract.NotFound(run_id)
+
+    def shift_times(self, run_ids: Sequence[str], delta: timedelta) -> None:
+        """Move runs and their events in time by delta (seed_demo places replays in the past).
+
+        One UPDATE per table; a NULL finished_at stays NULL.
+        """
+        ids = list(run_ids)
+        logs = self.model.logs.field.model.objects.db_manager(self.db)
+        with transaction.atomic(using=self.db):
+            self.filter(pk__in=ids).update(
+                started_at=F("started_at") + delta, finished_at=F("finished_at") + delta
+            )
+            logs.filter(run_id__in=ids).update(created_at=F("created_at") + delta)
 
     def parent_chain(self, run_id: str, summaries: bool = False) -> list:
         """The run and its ancestors, root first; capped, stops at a missing or repeated run.
@@ -278,20 +319,52 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         memory stays flat, a kill at any moment leaves no orphaned logs, and running it
         again finishes the job. Rows are never loaded: big JSON is never parsed.
         """
-        logs = self.model.logs.field.model.objects.db_manager(self.db)
         runs_deleted = logs_deleted = 0
         while True:
             with transaction.atomic(using=self.db):
                 ids = list(
-                    self.started_before(t).order_by().values_list("pk", flat=True)[:batch_size]
+                    self.started_before(t)
+                    .order_by()
+                    .select_for_update()
+                    .values_list("pk", flat=True)[:batch_size]
                 )
                 if not ids:
                     break
-                logs_deleted += logs.filter(run_id__in=ids).delete_rows()
-                runs_deleted += self.filter(pk__in=ids)._raw_delete(self.db)
+                batch_runs, batch_logs = self._delete_locked(ids)
+                runs_deleted += batch_runs
+                logs_deleted += batch_logs
             if on_batch is not None:
                 on_batch(runs_deleted, logs_deleted)
         return runs_deleted, logs_deleted
+
+    def delete_with_logs(self, run_ids: Sequence[str]) -> tuple[int, int]:
+        """Delete these runs and their logs in one transaction; returns (runs, logs).
+
+        Never loads a row (Django's Collector would load every log and parse every JSON
+        column): the admin deletes through here.
+        """
+        with transaction.atomic(using=self.db):
+            locked = list(
+                self.filter(pk__in=list(run_ids))
+                .order_by()
+                .select_for_update()
+                .values_list("pk", flat=True)
+            )
+            return self._delete_locked(locked)
+
+    def _delete_locked(self, ids: list[str]) -> tuple[int, int]:
+        """Logs first, then their runs; the caller holds the transaction and the row locks.
+
+        The locks matter on PostgreSQL: append() locks its run before inserting, so an
+        append racing this delete either commits before the log DELETE (whose snapshot then
+        sees its rows) or waits and finds the run gone. Without them a log inserted between
+        the two DELETEs makes the commit fail on the foreign key.
+        """
+        if not ids:
+            return 0, 0
+        logs = self.model.logs.field.model.objects.db_manager(self.db)
+        logs_deleted = logs.filter(run_id__in=ids).delete_rows()
+        return self.filter(pk__in=ids)._raw_delete(self.db), logs_deleted
 
     def count_started_before(self, t: datetime) -> tuple[int, int]:
         """(runs, logs) that purge_started_before(t) would delete."""
@@ -306,6 +379,14 @@ PAYLOAD_PREVIEW_CHARS = 2000
 class SkillRunLogQuerySet(models.QuerySet):
     def for_run(self, run_id: str):
         return self.filter(run_id=run_id).order_by("sequence")
+
+    def for_runs(self, runs):
+        """Logs of several runs: a list of ids, or a queryset of runs (kept a subquery)."""
+        return self.filter(run__in=runs)
+
+    def bounded_count(self, cap: int) -> int:
+        """The exact count up to ``cap`` + 1; never counts more rows than that."""
+        return self.order_by()[: cap + 1].count()
 
     def timeline(self):
         """Events without their payloads: sizes and previews come from the database."""

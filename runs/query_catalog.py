@@ -5,6 +5,20 @@ prints the plans of any database. Each entry calls the real code (DjangoStorage 
 managers) and every statement it sends is explained with its own parameters, through a
 connection execute wrapper, so what is checked is exactly what runs: no copy of a query
 that could drift from the code, and counts, raw SQL and deletes are covered like the rest.
+
+What counts as a problem, on both databases:
+- a full scan of skill_runs or skill_run_logs (PostgreSQL "Seq Scan", SQLite "SCAN t" with
+  no index, or an automatic index, which SQLite builds from a full scan);
+- a sort under a LIMIT (or feeding a GROUP BY / DISTINCT): to return the first N rows it
+  reads and sorts every matching row, so it grows with the table (a hot skill's runs, a
+  year of history). A sort without a LIMIT orders exactly the rows the query returns (a
+  run's events, a parent's children, the <= 32 rows of a chain): it costs what reading them
+  costs, and it is fine;
+- an index walked from one end with no index condition (PostgreSQL Index Scan without
+  "Index Cond", SQLite "SCAN t USING INDEX"), except for the entries marked walk_ok: the
+  unfiltered feeds, where most rows match and the LIMIT stops the walk after a page. A
+  filtered query that walks an index reads it all when the value is rare, so the filtered
+  entries use rare values (the busiest ones are cheap whatever the plan).
 """
 
 from __future__ import annotations
@@ -26,15 +40,20 @@ from .storage import DjangoStorage
 
 TABLES = frozenset({SkillRun._meta.db_table, SkillRunLog._meta.db_table})
 
+# The purge deletes in batches of ids; a batch is 0.2% of a reference table of 1M runs.
+PURGE_BATCH = 2000
+REFERENCE_RUNS = 1_000_000
+
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """Argument values taken from the data, so every query finds rows to work on."""
 
     run_id: str  # the newest run
-    skill_id: str  # the busiest recent skill: the longest per-skill scans
-    caller_id: str
-    channel_id: str
+    skill_id: str  # a rare recent skill: only its index finds its runs quickly
+    busy_skill_id: str  # the busiest recent skill: the longest count
+    caller_id: str  # rare
+    channel_id: str  # rare
     nested_run_id: str  # a recent run that has a parent
     parent_run_id: str  # its parent, so it has at least one child
     skill_ids: tuple[str, ...]  # up to 50 recent skills and one that never ran
@@ -42,6 +61,7 @@ class Sample:
     cursor_id: str
     newest: datetime
     oldest: datetime
+    purge_batch: int
 
     @classmethod
     def from_database(cls, using: str = "default", recent: int = 2000) -> Sample:
@@ -56,22 +76,28 @@ class Sample:
         oldest = runs.oldest_first().values_list("started_at", flat=True)[0]
         nested = next((row for row in rows if row[5]), rows[0])
 
-        def busiest(column: int) -> list[str]:
+        def by_frequency(column: int) -> list[str]:
+            """Values of a column in the recent runs, the most frequent first."""
             return [value for value, _ in Counter(row[column] for row in rows).most_common()]
 
         middle = rows[len(rows) // 2]
+        skills = by_frequency(2)
         return cls(
             run_id=rows[0][0],
-            skill_id=busiest(2)[0],
-            caller_id=busiest(3)[0],
-            channel_id=busiest(4)[0],
+            skill_id=skills[-1],
+            busy_skill_id=skills[0],
+            caller_id=by_frequency(3)[-1],
+            channel_id=by_frequency(4)[-1],
             nested_run_id=nested[0],
             parent_run_id=nested[5],
-            skill_ids=(*busiest(2)[:50], "skill that never ran"),
+            skill_ids=(*skills[:50], "skill that never ran"),
             cursor_at=middle[1],
             cursor_id=middle[0],
             newest=rows[0][1],
             oldest=oldest,
+            # A batch of 2000 ids is 7% of a 30k-run table, where reading the whole table is
+            # rightly cheaper: keep the batch the share of the table it is at 1M runs.
+            purge_batch=max(1, min(PURGE_BATCH, runs.count() * PURGE_BATCH // REFERENCE_RUNS)),
         )
 
     @property
@@ -92,9 +118,7 @@ class Sample:
 class Query:
     name: str
     call: Callable[[DjangoStorage, Sample], Any]
-    # Why a sort in this plan is bounded (few rows whatever the table size); empty: no sort
-    # is allowed, the index must deliver the order.
-    sort_ok: str = ""
+    walk_ok: bool = False  # an unfiltered feed: walking an index until the LIMIT is right
     # SQLite names that are not tables (CTEs, subqueries), so scanning them is fine.
     derived: tuple[str, ...] = ()
     statements: int = 1
@@ -111,7 +135,7 @@ def _first_purge_batch(storage: DjangoStorage, sample: Sample) -> None:
 
     try:
         SkillRun.objects.db_manager(storage.using).purge_started_before(
-            sample.retention_cutoff, on_batch=stop
+            sample.retention_cutoff, batch_size=sample.purge_batch, on_batch=stop
         )
     except _FirstBatchDone:
         pass
@@ -131,12 +155,12 @@ def _keyset(direction: str, f: RunFilter) -> Callable[[DjangoStorage, Sample], A
     return call
 
 
-def _filtered(**fields: Any) -> Callable[[DjangoStorage, Sample], Any]:
-    """list_runs_filtered, first page; callables in fields are read from the sample."""
+def _filtered(offset: int = 0, **fields: Any) -> Callable[[DjangoStorage, Sample], Any]:
+    """list_runs_filtered; callables in fields are read from the sample."""
 
     def call(storage: DjangoStorage, sample: Sample) -> Any:
         values = {k: (v(sample) if callable(v) else v) for k, v in fields.items()}
-        return storage.list_runs_filtered(RunFilter(**values), 0, contract.DEFAULT_LIMIT)
+        return storage.list_runs_filtered(RunFilter(**values), offset, contract.DEFAULT_LIMIT)
 
     return call
 
@@ -156,18 +180,27 @@ _SINGLE_FILTERS: dict[str, dict[str, Any]] = {
     },
 }
 
-_DASHBOARD = RunFilter(top_level_only=True)
-
 
 def _catalog() -> list[Query]:
     queries = [
         Query("get_run", lambda st, s: st.get_run(s.run_id)),
         Query("list_logs_by_run", lambda st, s: st.list_logs_by_run(s.run_id)),
-        Query("list_runs_filtered: no filter", _filtered()),
+        Query("list_runs_filtered: no filter", _filtered(), walk_ok=True),
         Query(
-            "list_runs_filtered: no filter, dry runs included", _filtered(include_dry_run=True)
+            "list_runs_filtered: no filter, dry runs included",
+            _filtered(include_dry_run=True),
+            walk_ok=True,
         ),
-        Query("list_runs_filtered: dashboard default (top level)", _filtered(top_level_only=True)),
+        Query(
+            "list_runs_filtered: dashboard default (top level)",
+            _filtered(top_level_only=True),
+            walk_ok=True,
+        ),
+        Query(
+            "list_runs_filtered: dashboard default, offset 1000",
+            _filtered(offset=1000, top_level_only=True),
+            walk_ok=True,
+        ),
     ]
     for label, fields in _SINGLE_FILTERS.items():
         queries.append(Query(f"list_runs_filtered: {label}", _filtered(**fields)))
@@ -179,30 +212,26 @@ def _catalog() -> list[Query]:
         )
     for label, f in [
         ("no filter", RunFilter()),
-        ("top level", _DASHBOARD),
+        ("top level", RunFilter(top_level_only=True)),
         ("status=error, top level", RunFilter(status=contract.STATUS_ERROR, top_level_only=True)),
     ]:
         queries.append(Query(f"keyset older page: {label}", _keyset("older", f)))
         queries.append(Query(f"keyset newer page: {label}", _keyset("newer", f)))
     queries += [
         Query(
-            "list_runs_filtered: deep page (offset 1000), top level",
-            lambda st, s: st.list_runs_filtered(_DASHBOARD, 1000, contract.DEFAULT_LIMIT),
-        ),
-        Query(
-            "count_runs_by_skill",
-            lambda st, s: st.count_runs_by_skill(s.skill_id, False),
+            "count_runs_by_skill (busiest skill)",
+            lambda st, s: st.count_runs_by_skill(s.busy_skill_id, False),
             shape="index_only",
         ),
         Query(
-            "count_runs_by_skill: dry runs included",
-            lambda st, s: st.count_runs_by_skill(s.skill_id, True),
+            "count_runs_by_skill (busiest skill), dry runs included",
+            lambda st, s: st.count_runs_by_skill(s.busy_skill_id, True),
             shape="index_only",
         ),
         Query("list_runs_by_skill", lambda st, s: st.list_runs_by_skill(s.skill_id, 50)),
         Query(
-            "list_runs_by_skill_paginated: offset 100",
-            lambda st, s: st.list_runs_by_skill_paginated(s.skill_id, 100, 50, False),
+            "list_runs_by_skill_paginated: offset 10",
+            lambda st, s: st.list_runs_by_skill_paginated(s.skill_id, 10, 50, False),
         ),
         Query(
             "list_runs_by_skill_paginated: dry runs included",
@@ -220,7 +249,6 @@ def _catalog() -> list[Query]:
         Query(
             "walk_parent_chain",
             lambda st, s: st.walk_parent_chain(s.nested_run_id),
-            sort_ok="ORDER BY depth sorts the chain: at most 32 rows",
             derived=("chain",),
             statements=2,  # the recursive CTE for the ids, then the rows by primary key
         ),
@@ -290,10 +318,15 @@ class _Explainer:
 
 def _sqlite_tree(rows: list[tuple[int, int, str]]) -> str:
     depth = {0: -1}
-    lines = []
+    lines: list[str] = []
     for node, parent, detail in rows:
         depth[node] = depth.get(parent, -1) + 1
-        lines.append("  " * depth[node] + detail)
+        line = "  " * depth[node] + detail
+        # The last-run query is a UNION ALL of one constant row per skill: show it once.
+        if line.strip() == "SCAN CONSTANT ROW" and lines[-2:-1] == [line]:
+            lines.pop()  # the "UNION ALL" between two constant rows
+            continue
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -312,80 +345,87 @@ def explain(query: Query, sample: Sample, using: str = "default") -> list[Statem
 def problems(query: Query, vendor: str, statement: Statement) -> list[str]:
     if vendor == "postgresql":
         return _pg_problems(query, statement.detail[0]["Plan"])
-    return _sqlite_problems(query, statement.detail)
+    return _sqlite_problems(query, statement.sql, statement.detail)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
-# A Seq Scan of an audit table reads every row, whatever the LIMIT; a Sort (or Incremental
-# Sort) has to read every row that matches before it returns the first one, so on a list it
-# grows with the table (a hot skill's runs, a year of history). Only entries that say why
-# their input is bounded may sort. A Bitmap Heap Scan is an index scan; it is fine where no
-# order is needed (counts, deletes) and it cannot feed a page without a Sort.
 
-_INDEX_NODES = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Bitmap Index Scan"}
+_TABLE_NODES = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan", "ModifyTable", "Seq Scan"}
+_CONSUMES_ALL = {"Limit", "Aggregate", "Unique", "SetOp", "WindowAgg"}
 
 
-def _pg_nodes(node: dict, parent: dict | None = None):
-    yield node, parent
+def _pg_nodes(node: dict, ancestors: tuple[dict, ...] = ()):
+    yield node, ancestors
     for child in node.get("Plans", []):
-        yield from _pg_nodes(child, node)
+        yield from _pg_nodes(child, (*ancestors, node))
 
 
 def _pg_problems(query: Query, root: dict) -> list[str]:
     found = []
-    for node, parent in _pg_nodes(root):
+    for node, ancestors in _pg_nodes(root):
         kind = node["Node Type"]
         table = node.get("Relation Name")
-        if kind == "Seq Scan" and table in TABLES:
+        parent = ancestors[-1] if ancestors else None
+        if kind in ("Sort", "Incremental Sort"):
+            above = {a["Node Type"] for a in ancestors} & _CONSUMES_ALL
+            if above:
+                found.append(
+                    f"{kind} of ~{node['Plan Rows']} rows under {'/'.join(sorted(above))}:"
+                    " every matching row is read to return a few"
+                )
+        if table not in TABLES:
+            continue
+        if kind == "Seq Scan":
             found.append(f"full scan of {table} (Seq Scan)")
-        if kind in ("Sort", "Incremental Sort") and not query.sort_ok:
-            found.append(f"{kind} of ~{node['Plan Rows']} rows: the index gives no order")
-        if table in TABLES and query.shape == "index_only" and kind != "Index Only Scan":
-            found.append(f"{kind} on {table}, not an Index Only Scan")
-        if table in TABLES and query.shape == "probe_per_skill":
-            probe = kind in ("Index Scan", "Index Only Scan") and "skill_id" in node.get(
-                "Index Cond", ""
+        elif kind not in _TABLE_NODES:
+            found.append(f"unexpected {kind} on {table}")
+        index_scan = kind in ("Index Scan", "Index Only Scan")
+        if index_scan and "Index Cond" not in node and not query.walk_ok:
+            found.append(
+                f"{kind} using {node.get('Index Name')} walks the index with no index"
+                f" condition (Filter: {node.get('Filter', '-')})"
             )
+        if query.shape == "index_only" and kind != "Index Only Scan":
+            found.append(f"{kind} on {table}, not an Index Only Scan")
+        if query.shape == "probe_per_skill":
+            probe = index_scan and "skill_id" in node.get("Index Cond", "")
             if not probe or parent is None or parent["Node Type"] != "Limit":
                 found.append(
                     f"{kind} on {table} is not a LIMIT 1 index probe on skill_id:"
                     " it reads all of a skill's runs"
                 )
-        if table in TABLES and kind not in _INDEX_NODES | {"Seq Scan"}:
-            found.append(f"unexpected {kind} on {table}")
     return found
 
 
 # --- SQLite --------------------------------------------------------------------------------
-# "SCAN t" without an index reads the whole table; "SCAN t USING [COVERING] INDEX i" walks an
-# index in its order and stops at the LIMIT (the unfiltered feed), so it is fine. A temp
-# B-tree for ORDER BY sorts every matching row (see the PostgreSQL note); an automatic index
-# is built from a full scan; a temp B-tree for GROUP BY or DISTINCT reads every row too.
 
-_SCAN = re.compile(r"^SCAN (\S+)(.*)$")
+_LIMITED = re.compile(r"\bLIMIT\b", re.IGNORECASE)
 
 
-def _sqlite_problems(query: Query, rows: list[tuple[int, int, str]]) -> list[str]:
+def _sqlite_problems(query: Query, sql: str, rows: list[tuple[int, int, str]]) -> list[str]:
     found = []
     details = [detail for _node, _parent, detail in rows]
     for detail in details:
-        scan = _SCAN.match(detail)
-        if scan and "INDEX" not in scan.group(2) and detail != "SCAN CONSTANT ROW":
-            if scan.group(1) not in query.derived:
-                found.append(f"full scan: {detail}")
         if "AUTOMATIC" in detail:
             found.append(f"index built from a full scan: {detail}")
-        if "TEMP B-TREE" in detail and ("ORDER BY" not in detail or not query.sort_ok):
+        if "TEMP B-TREE" in detail and ("ORDER BY" not in detail or _LIMITED.search(sql)):
             found.append(f"sort of every matching row: {detail}")
-        name = detail.split(" ")[1] if detail.startswith(("SCAN ", "SEARCH ")) else None
-        table_line = name is not None and name not in query.derived and name != "CONSTANT"
-        if table_line and query.shape == "index_only" and "COVERING INDEX" not in detail:
+        words = detail.split(" ")
+        if words[0] not in ("SCAN", "SEARCH") or words[1] in query.derived:
+            continue
+        if detail == "SCAN CONSTANT ROW":
+            continue
+        if words[0] == "SCAN" and "INDEX" not in detail:
+            found.append(f"full scan: {detail}")
+        elif words[0] == "SCAN" and not query.walk_ok:
+            found.append(f"walks a whole index with no condition: {detail}")
+        if query.shape == "index_only" and "COVERING INDEX" not in detail:
             found.append(f"not index-only: {detail}")
-        if table_line and query.shape == "probe_per_skill":
-            if not (detail.startswith("SEARCH ") and "INDEX" in detail and "skill_id=?" in detail):
+        if query.shape == "probe_per_skill":
+            if not (words[0] == "SEARCH" and "INDEX" in detail and "(skill_id=?" in detail):
                 found.append(f"not an index probe on skill_id: {detail}")
-    if query.shape == "probe_per_skill" and "CORRELATED SCALAR SUBQUERY" not in " ".join(
-        details
+    if query.shape == "probe_per_skill" and not any(
+        d.startswith("CORRELATED SCALAR SUBQUERY") for d in details
     ):
         found.append("no correlated subquery: the skills are not probed one by one")
     return found

@@ -1,12 +1,11 @@
 from django.urls import path
-from django.views.generic import RedirectView
 
 from . import views
 
 app_name = "runs"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="runs:run_list", permanent=False), name="home"),
+    path("", views.home, name="home"),
     path("runs/", views.run_list, name="run_list"),
     path("runs/<path:run_id>/tree/", views.run_tree, name="run_tree"),
     path("runs/<path:run_id>/raw/<str:field>/", views.run_raw, name="run_raw"),

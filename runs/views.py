@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.db.models import TextField
 from django.db.models.functions import Cast, Length, Substr
 from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -50,6 +50,11 @@ def bad_request(request, errors: dict[str, list[str]]):
     return render(request, "runs/bad_request.html", {"errors": errors}, status=400)
 
 
+@dashboard_view
+def home(request):
+    return redirect("runs:run_list")
+
+
 # --- run list --------------------------------------------------------------------------
 
 
@@ -66,13 +71,19 @@ def run_list(request):
     matching = filterset.qs
     try:
         if after:
-            rows = list(matching.older_than(*cursors.decode(after)).newest_first().summaries()
-                        [: PAGE_SIZE + 1])
+            rows = list(
+                matching.older_than(*cursors.decode(after))
+                .newest_first()
+                .summaries()[: PAGE_SIZE + 1]
+            )
             has_older, has_newer = len(rows) > PAGE_SIZE, True
             rows = rows[:PAGE_SIZE]
         elif before:
-            rows = list(matching.newer_than(*cursors.decode(before)).oldest_first().summaries()
-                        [: PAGE_SIZE + 1])
+            rows = list(
+                matching.newer_than(*cursors.decode(before))
+                .oldest_first()
+                .summaries()[: PAGE_SIZE + 1]
+            )
             has_newer, has_older = len(rows) > PAGE_SIZE, True
             rows = rows[:PAGE_SIZE][::-1]
         else:
@@ -151,7 +162,9 @@ def run_detail(request, run_id):
     rows = list(logs.filter(sequence__gt=events_after).timeline()[: EVENTS_PAGE_SIZE + 1])
     more_events = len(rows) > EVENTS_PAGE_SIZE
     rows = rows[:EVENTS_PAGE_SIZE]
-    small = [r.sequence for r in rows if (r.payload_size or 0) <= presentation.PRETTY_PAYLOAD_MAX_CHARS]
+    small = [
+        r.sequence for r in rows if (r.payload_size or 0) <= presentation.PRETTY_PAYLOAD_MAX_CHARS
+    ]
     payloads = SkillRunLog.objects.payloads(run.id, small) if small else {}
     length = run_length_seconds(run, rows[-1].created_at if rows else None)
     events = presentation.build_timeline(rows, payloads, run.started_at, length)
@@ -195,9 +208,7 @@ def run_raw(request, run_id, field):
             pk=contract.clean_id(run_id),
         )
         return _raw_response(row[0], "application/json")
-    row = get_object_or_404(
-        SkillRun.objects.values_list(field), pk=contract.clean_id(run_id)
-    )
+    row = get_object_or_404(SkillRun.objects.values_list(field), pk=contract.clean_id(run_id))
     return _raw_response(row[0], "text/plain; charset=utf-8")
 
 
@@ -266,10 +277,7 @@ def run_tree(request, run_id):
     run = get_object_or_404(SkillRun.objects.summaries(), pk=contract.clean_id(run_id))
     root, size, capped, root_is_orphan = build_call_tree(run)
     end = max(
-        (
-            n.run.finished_at or timezone.now()
-            for n in _walk(root)
-        ),
+        (n.run.finished_at or timezone.now() for n in _walk(root)),
         default=root.run.started_at,
     )
     length = max((end - root.run.started_at).total_seconds(), 0.0)

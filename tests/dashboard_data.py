@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import Permission
 
@@ -10,7 +10,7 @@ from runs.contract import RunStats, SkillRun, SkillRunLog
 from runs.models import SkillRun as SkillRunModel
 from runs.storage import DjangoStorage
 
-BASE = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def record_run(

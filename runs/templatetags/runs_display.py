@@ -1,6 +1,6 @@
 """Small display helpers for the dashboard. Every value they return is escaped."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django import template
 from django.utils.html import format_html
@@ -13,11 +13,9 @@ def when(value: datetime | None, empty: str = "—"):
     """A <time> that static/runs.js shows in the reader's local time; UTC on hover."""
     if value is None:
         return empty
-    utc = value.astimezone(timezone.utc)
+    utc = value.astimezone(UTC)
     exact = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>', utc.isoformat(), exact, exact
-    )
+    return format_html('<time datetime="{}" title="{}">{}</time>', utc.isoformat(), exact, exact)
 
 
 @register.filter

@@ -1,0 +1,244 @@
+"""Every contract query is an index scan: no full scan and no sort of a whole table.
+
+The queries, the EXPLAIN capture and the verdicts live in runs/query_catalog.py (shared with
+bench/explain.py). A planner picks a full scan on a tiny table, so this module loads a
+history big and skewed enough for the plans to be the ones of a real database first, and
+empties the tables again when it is done.
+
+On SQLite the plans are checked twice: without statistics (an embedded database that nobody
+ANALYZEs: the planner's heuristics) and after ANALYZE. PostgreSQL gets VACUUM ANALYZE, as
+autovacuum would do, so index-only scans can skip the heap.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Max
+
+from runs import contract
+from runs.models import SkillRun, SkillRunLog
+from runs.query_catalog import QUERIES, Query, Sample, Statement, explain
+
+# The data is loaded once per module, outside the tests' transactions; the mark makes
+# pytest-django create the test database.
+pytestmark = pytest.mark.django_db
+
+RUNS = 30_000
+END = datetime(2026, 1, 1, tzinfo=UTC)
+SPAN = timedelta(days=90)
+STATUSES = {
+    contract.STATUS_OK: 80,
+    contract.STATUS_ERROR: 8,
+    contract.STATUS_TIMEOUT: 3,
+    contract.STATUS_BUDGET_EXCEEDED: 2,
+    contract.STATUS_DRY_RUN: 3,
+    contract.STATUS_PREEMPTED: 1,
+    contract.STATUS_LANE_BUSY: 2,
+    contract.STATUS_RUNNING: 1,
+}
+
+
+def _zipf(prefix: str, count: int, skew: float) -> tuple[list[str], list[float]]:
+    return [f"{prefix}-{i:04d}" for i in range(count)], [1 / (i + 1) ** skew for i in range(count)]
+
+
+def _load_history() -> None:
+    """RUNS runs over 90 days: skewed skills and callers, call trees, ties, about 4 events each."""
+    rng = random.Random(2026)
+    skills, skill_weights = _zipf("skill", 200, 1.0)
+    callers, caller_weights = _zipf("caller", 2000, 0.8)
+    channels, channel_weights = _zipf("channel", 100, 1.0)
+    statuses, status_weights = list(STATUSES), list(STATUSES.values())
+    runs, logs, recent = [], [], []
+    started = END - SPAN
+    for n in range(RUNS):
+        if n % 40:  # every 40th run shares its start time: the id breaks the tie
+            started += SPAN / RUNS * rng.uniform(0.5, 1.5)
+        parent_id, depth = "", 0
+        if recent and rng.random() < 1 / 3:
+            parent_id, parent_depth = rng.choice(recent[-20:])
+            depth = parent_depth + 1
+            if depth > 6:
+                parent_id, depth = "", 0
+        run_id = f"{rng.getrandbits(48):012x}-{n:05d}"
+        recent.append((run_id, depth))
+        status = rng.choices(statuses, status_weights)[0]
+        runtime = rng.uniform(0.5, 600)
+        running = status == contract.STATUS_RUNNING
+        runs.append(
+            SkillRun(
+                id=run_id,
+                skill_id=rng.choices(skills, skill_weights)[0],
+                caller_id=rng.choices(callers, caller_weights)[0],
+                channel_id=rng.choices(channels, channel_weights)[0],
+                inputs={"prompt": "x" * rng.randrange(10, 200)},
+                started_at=started,
+                finished_at=None if running else started + timedelta(seconds=runtime),
+                status=status,
+                output="" if running else "y" * rng.randrange(0, 400),
+                runtime_seconds=0 if running else runtime,
+                parent_run_id=parent_id,
+            )
+        )
+        for sequence in range(1, rng.randrange(0, 9) + 1):
+            logs.append(
+                SkillRunLog(
+                    run_id=run_id,
+                    sequence=sequence,
+                    event_type=contract.EVENT_TYPES[sequence % 4],
+                    payload={"n": sequence},
+                    created_at=started + timedelta(seconds=sequence),
+                )
+            )
+    with transaction.atomic():
+        SkillRun.objects.bulk_create(runs, batch_size=2000)
+        SkillRunLog.objects.bulk_create(logs, batch_size=5000)
+
+
+def _gather_statistics() -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"VACUUM ANALYZE {SkillRun._meta.db_table}")
+            cursor.execute(f"VACUUM ANALYZE {SkillRunLog._meta.db_table}")
+        else:
+            cursor.execute("ANALYZE")
+
+
+def _forget_statistics() -> None:
+    """SQLite: back to no statistics (sqlite_stat1 cannot be dropped, only emptied)."""
+    if connection.vendor != "sqlite":
+        _gather_statistics()
+        return
+    with connection.cursor() as cursor:
+        if _has_stat1(cursor):
+            cursor.execute("DELETE FROM sqlite_stat1")
+        cursor.execute("ANALYZE sqlite_schema")  # reloads the (now empty) statistics
+
+
+def _has_stat1(cursor) -> bool:
+    cursor.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
+    return bool(cursor.fetchone()[0])
+
+
+@pytest.fixture(scope="module")
+def history(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        assert not SkillRun.objects.exists(), "the test database must start empty"
+        _load_history()
+        try:
+            yield
+        finally:
+            SkillRun.objects.purge_started_before(END + SPAN)
+            _forget_statistics()
+
+
+@pytest.fixture(
+    scope="module",
+    params=["no statistics", "analyzed"],
+)
+def sample(request, history, django_db_blocker):
+    with django_db_blocker.unblock():
+        if request.param == "analyzed":
+            _gather_statistics()
+        elif connection.vendor == "sqlite":
+            _forget_statistics()
+        else:
+            pytest.skip("PostgreSQL always has statistics (autovacuum)")
+        yield Sample.from_database()
+
+
+def _report(query: Query, statements: list[Statement]) -> str:
+    parts = [f"{query.name} on {connection.vendor}: {len(statements)} statement(s)"]
+    for number, statement in enumerate(statements, 1):
+        parts.append(f"--- statement {number}: {statement.sql}\n    params: {statement.params}")
+        parts.append(statement.plan)
+        parts.extend(f"!!! {problem}" for problem in statement.problems)
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.name for q in QUERIES])
+def test_plan_is_an_index_scan(query, sample):
+    statements = explain(query, sample)
+    report = _report(query, statements)
+    assert len(statements) == query.statements, report
+    assert not [p for s in statements for p in s.problems], report
+
+
+def test_the_sample_reaches_the_data(sample):
+    """The plans are only worth checking if each query finds rows to work on."""
+    runs = SkillRun.objects
+    assert 0 < runs.for_skill(sample.skill_id, True).count() < RUNS / 100
+    assert runs.for_skill(sample.busy_skill_id).count() > RUNS / 20
+    assert 0 < runs.for_caller(sample.caller_id).count() < RUNS / 100
+    assert 0 < runs.filter(channel_id=sample.channel_id).count() < RUNS / 100
+    assert runs.children_of(sample.parent_run_id).filter(pk=sample.nested_run_id).exists()
+    assert SkillRunLog.objects.for_run(sample.run_id).exists()
+    assert runs.started_before(sample.retention_cutoff).count() > RUNS / 4
+    assert len(sample.skill_ids) == 51
+    assert sample.purge_batch == RUNS * 2000 // 1_000_000
+
+
+# Plans that must be refused, made by real queries on the same data: each check fails when
+# the problem it names is missed.
+BAD_PLANS = [
+    (
+        "filter on a column no index has",
+        Query("bad", lambda st, s: list(SkillRun.objects.filter(error="nothing like it"))),
+        "full scan",
+    ),
+    (
+        "first page in an order no index gives",
+        Query(
+            "bad",
+            lambda st, s: list(
+                SkillRun.objects.filter(skill_id=s.busy_skill_id).order_by("runtime_seconds")[:50]
+            ),
+        ),
+        "sort",
+    ),
+    (
+        "newest first, filtered on a column no index has",
+        Query(
+            "bad",
+            lambda st, s: list(SkillRun.objects.filter(error="nothing").newest_first()[:50]),
+        ),
+        "",
+    ),
+    (
+        "last run per skill by GROUP BY",
+        Query(
+            "bad",
+            lambda st, s: list(
+                SkillRun.objects.filter(skill_id__in=s.skill_ids)
+                .order_by()
+                .values("skill_id")
+                .annotate(Max("started_at"))
+            ),
+            shape="probe_per_skill",
+        ),
+        "probe",
+    ),
+    (
+        "count that reads the table",
+        Query(
+            "bad",
+            lambda st, s: SkillRun.objects.filter(skill_id=s.busy_skill_id, output="").count(),
+            shape="index_only",
+        ),
+        "only",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"), [b[1:] for b in BAD_PLANS], ids=[b[0] for b in BAD_PLANS]
+)
+def test_the_checks_refuse_a_bad_plan(query, expected, sample):
+    statements = explain(query, sample)
+    found = [p for s in statements for p in s.problems]
+    assert found, _report(query, statements)
+    assert any(expected in p.lower() for p in found), _report(query, statements)

@@ -1,0 +1,363 @@
+"""MemoryStorage and DjangoStorage agree on random operation sequences (Hypothesis).
+
+Each step runs one contract call on both storages and compares the results, or the types
+of the exceptions raised. Writes draw from small pools of ids, skills, callers, channels
+and statuses (with NUL, surrogates, too-long values and case variants in them) so that
+duplicates, ties, cycles and purges happen often. "Now" is pinned to a clock that the
+machine moves, so that finished_at and default times are the same in both storages and
+can be compared exactly.
+
+Every example starts from empty tables: the machine deletes all rows when it is built.
+All examples of one test run inside pytest-django's test transaction, which is rolled
+back at the end; each Django call runs in a savepoint, so that a failing statement undoes
+only itself, as it would in autocommit.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+
+from runs import contract
+from runs.contract import (
+    EVENT_TYPES,
+    KNOWN_STATUSES,
+    RunFilter,
+    RunStats,
+    SkillRun,
+    SkillRunLog,
+)
+from runs.memory import MemoryStorage
+from runs.models import SkillRun as SkillRunModel
+from runs.models import SkillRunLog as SkillRunLogModel
+from runs.storage import DjangoStorage
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+
+# Pools: small, so that repeats are common; with values that clean to the same text
+# ("r\x00" and "r\ufffd"), differ only in case, sit on or over a length limit, or are empty.
+RUN_IDS = ["r0", "r1", "r2", "r3", "r4", "R1", "r\x00", "r\ufffd", "x" * 64, "y" * 65, ""]
+SKILLS = ["alpha", "beta", "Beta", "s\x00", "s\ud800", ""]
+CALLERS = ["u1", "u2", "u\udfff", ""]
+CHANNELS = ["c1", "c2", ""]
+STATUSES = [*KNOWN_STATUSES, "", "odd\x00"]
+EVENTS = [*EVENT_TYPES, "", "e" * 33]
+LIMITS = [-1, 0, 1, 2, 3, 5, 50, 500, 501, 2**63]
+OFFSETS = [-1, 0, 1, 2, 3, 7, 2**62, 2**63]
+
+text = st.text(
+    alphabet=st.sampled_from(["a", "Z", " ", "\x00", "\ud800", "\udfff", "\u00e9", "\U0001f600"]),
+    max_size=6,
+)
+# Seconds around T0, with microsecond neighbours: many ties, and boundaries hit exactly.
+instants = st.builds(
+    lambda seconds, micros, zone: (
+        T0 + timedelta(seconds=seconds, microseconds=micros)
+    ).astimezone(zone),
+    st.integers(-3, 40),
+    st.sampled_from([0, 0, 0, 1, -1]),
+    st.sampled_from(ZONES),
+)
+NAIVE = datetime(2024, 5, 1, 12, 0, 10)
+times = instants | st.just(NAIVE)
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    # jsonb prints numbers in full, so a float of 1e16 or more comes back as an int.
+    | st.floats(min_value=-1e15, max_value=1e15, allow_nan=False)
+    | text
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+json_objects = st.dictionaries(text, json_values, max_size=3) | st.none()
+json_objects_or_nan = json_objects | st.just({"bad": [float("nan")]})
+counts = st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1)
+tokens = st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1)
+filters = st.builds(
+    RunFilter,
+    status=st.sampled_from(["", *STATUSES]),
+    skill_id=st.sampled_from(["", *SKILLS]),
+    caller_id=st.sampled_from(["", *CALLERS]),
+    channel_id=st.sampled_from(["", *CHANNELS]),
+    top_level_only=st.booleans(),
+    include_dry_run=st.booleans(),
+    since=st.none() | times,
+    until=st.none() | times,
+)
+
+
+class Clock:
+    """The "now" of both storages while the machine runs."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+CLOCK = Clock()
+
+
+def assert_utc_everywhere(value) -> None:
+    if isinstance(value, datetime):
+        assert value.utcoffset() == timedelta(0), value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            assert_utc_everywhere(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            assert_utc_everywhere(item)
+    elif isinstance(value, SkillRun | SkillRunLog):
+        for name in ("started_at", "finished_at", "created_at"):
+            assert_utc_everywhere(getattr(value, name, None))
+
+
+class StorageComparison(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        SkillRunLogModel.objects.all().delete()
+        SkillRunModel.objects.all().delete()
+        CLOCK.now = T0 + timedelta(seconds=10)
+        self.memory = MemoryStorage()
+        self.django = DjangoStorage()
+        # Cleaned ids that start_run accepted: parents and lookups are drawn from these too.
+        self.started: set[str] = set()
+
+    def both(self, call):
+        """call(storage) on each storage: the same result or the same exception type."""
+        outcomes = []
+        for storage in (self.memory, self.django):
+            try:
+                if storage is self.django:
+                    with transaction.atomic():
+                        result = call(storage)
+                else:
+                    result = call(storage)
+            except Exception as exc:  # noqa: BLE001 - the type is what is compared
+                outcomes.append(("raised", type(exc)))
+            else:
+                assert_utc_everywhere(result)
+                outcomes.append(("returned", result))
+        memory, django = outcomes
+        assert django == memory, f"memory: {memory!r}\ndjango: {django!r}"
+        return memory
+
+    def run_id(self, data) -> str:
+        return data.draw(st.sampled_from(RUN_IDS + sorted(self.started)), label="run_id")
+
+    # --- writes and time -------------------------------------------------------------
+
+    @rule(
+        data=st.data(),
+        skill=st.sampled_from(SKILLS),
+        caller=st.sampled_from(CALLERS),
+        channel=st.sampled_from(CHANNELS),
+        started_at=st.none() | times,
+        status=st.sampled_from(STATUSES),
+        finished_at=st.none() | instants,
+        inputs=json_objects_or_nan,
+        output=text,
+        tool_calls=counts,
+        input_tokens=tokens,
+    )
+    def start_run(
+        self,
+        data,
+        skill,
+        caller,
+        channel,
+        started_at,
+        status,
+        finished_at,
+        inputs,
+        output,
+        tool_calls,
+        input_tokens,
+    ):
+        run_id = self.run_id(data)
+        # Parents may be unknown or started later: that is how cycles get in.
+        parent = data.draw(st.sampled_from(["", "ghost", *RUN_IDS[:4], *sorted(self.started)]))
+        run = SkillRun(
+            id=run_id,
+            skill_id=skill,
+            caller_id=caller,
+            channel_id=channel,
+            inputs=inputs,
+            started_at=started_at,
+            finished_at=finished_at,
+            status=status,
+            output=output,
+            error=output[::-1],
+            tool_calls_count=tool_calls,
+            runtime_seconds=float(tool_calls) / 8,
+            parent_run_id=parent,
+            total_input_tokens=input_tokens,
+            total_output_tokens=tool_calls,
+            total_thinking_tokens=0,
+        )
+        kind, _ = self.both(lambda s: s.start_run(run))
+        if kind == "returned":
+            self.started.add(contract.clean_id(run_id))
+
+    @rule(
+        data=st.data(),
+        status=st.sampled_from(STATUSES),
+        output=text,
+        error=text,
+        tool_calls=counts,
+        runtime=st.floats(min_value=0, max_value=1e6) | st.just(float("nan")),
+        input_tokens=tokens,
+        output_tokens=tokens,
+        thinking_tokens=tokens,
+    )
+    def finish_run(
+        self,
+        data,
+        status,
+        output,
+        error,
+        tool_calls,
+        runtime,
+        input_tokens,
+        output_tokens,
+        thinking_tokens,
+    ):
+        stats = RunStats(
+            status=status,
+            output=output,
+            error=error,
+            tool_calls=tool_calls,
+            runtime_seconds=runtime,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            thinking_tokens=thinking_tokens,
+        )
+        run_id = self.run_id(data)
+        self.both(lambda s: s.finish_run(run_id, stats))
+
+    @rule(
+        data=st.data(),
+        sequence=st.integers(0, 4) | st.integers(-(2**63), 2**63 - 1),
+        event_type=st.sampled_from(EVENTS),
+        payload=json_objects_or_nan,
+        created_at=st.none() | times,
+    )
+    def append_log(self, data, sequence, event_type, payload, created_at):
+        entry = SkillRunLog(
+            run_id=self.run_id(data),
+            sequence=sequence,
+            event_type=event_type,
+            payload=payload,
+            created_at=created_at,
+        )
+        self.both(lambda s: s.append_log(entry))
+
+    @rule(t=times)
+    def purge_older_than(self, t):
+        self.both(lambda s: s.purge_older_than(t))
+
+    @rule(step=st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(seconds=3)]))
+    def tick(self, step):
+        CLOCK.now += step
+
+    # --- reads ---------------------------------------------------------------------
+
+    @rule(data=st.data())
+    def get_run(self, data):
+        run_id = self.run_id(data)
+        self.both(lambda s: s.get_run(run_id))
+
+    @rule(data=st.data())
+    def list_logs_by_run(self, data):
+        run_id = self.run_id(data)
+        self.both(lambda s: s.list_logs_by_run(run_id))
+
+    @rule(skill=st.sampled_from(SKILLS), limit=st.sampled_from(LIMITS))
+    def list_runs_by_skill(self, skill, limit):
+        self.both(lambda s: s.list_runs_by_skill(skill, limit))
+
+    @rule(
+        skill=st.sampled_from(SKILLS),
+        offset=st.sampled_from(OFFSETS),
+        limit=st.sampled_from(LIMITS),
+        include_dry_run=st.booleans(),
+    )
+    def list_runs_by_skill_paginated(self, skill, offset, limit, include_dry_run):
+        self.both(lambda s: s.list_runs_by_skill_paginated(skill, offset, limit, include_dry_run))
+
+    @rule(skill=st.sampled_from(SKILLS), include_dry_run=st.booleans())
+    def count_runs_by_skill(self, skill, include_dry_run):
+        self.both(lambda s: s.count_runs_by_skill(skill, include_dry_run))
+
+    @rule(caller=st.sampled_from(CALLERS), limit=st.sampled_from(LIMITS))
+    def list_runs_by_caller(self, caller, limit):
+        self.both(lambda s: s.list_runs_by_caller(caller, limit))
+
+    @rule(f=filters, offset=st.sampled_from(OFFSETS), limit=st.sampled_from(LIMITS))
+    def list_runs_filtered(self, f, offset, limit):
+        self.both(lambda s: s.list_runs_filtered(f, offset, limit))
+
+    @rule(f=filters)
+    def count_runs_filtered(self, f):
+        self.both(lambda s: s.count_runs_filtered(f))
+
+    @rule(data=st.data())
+    def list_children_by_parent(self, data):
+        parent = data.draw(st.sampled_from(["", "ghost", *RUN_IDS, *sorted(self.started)]))
+        self.both(lambda s: s.list_children_by_parent(parent))
+
+    @rule(data=st.data())
+    def walk_parent_chain(self, data):
+        run_id = self.run_id(data)
+        self.both(lambda s: s.walk_parent_chain(run_id))
+
+    @rule(cutoff=times, limit=st.sampled_from(LIMITS))
+    def list_finished_runs_before(self, cutoff, limit):
+        self.both(lambda s: s.list_finished_runs_before(cutoff, limit))
+
+    @rule(
+        skills=st.lists(st.sampled_from(SKILLS + ["never-run"]), max_size=4),
+        include_failed=st.booleans(),
+    )
+    def last_run_by_skills(self, skills, include_failed):
+        self.both(lambda s: s.last_run_by_skills(skills, include_failed))
+
+    @rule()
+    def everything(self):
+        """The whole state: every run, dry runs too, with its logs."""
+        self.both(everything)
+
+    def teardown(self):
+        self.everything()
+
+
+def everything(storage):
+    runs = storage.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
+    return [(run, storage.list_logs_by_run(run.id)) for run in runs]
+
+
+# About a minute per database on the 2-core machines (see the report in the PR).
+MACHINE_SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.django_db
+def test_memory_and_django_storage_agree(monkeypatch):
+    monkeypatch.setattr(contract, "utcnow", CLOCK)
+    run_state_machine_as_test(StorageComparison, settings=MACHINE_SETTINGS)
