@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Fill a database with the reference history the benchmarks run on, fast.
 
-    .venv/bin/python bench/generate.py --database-url postgres://postgres@127.0.0.1:5432/sa_bench_1m \
-        --size reference --replace
+    .venv/bin/python bench/generate.py --size reference --replace \
+        --database-url postgres://postgres@127.0.0.1:5432/sa_bench_1m
 
 The schema comes from the project's own migrations (``manage.py migrate`` runs first); rows
 are then bulk-loaded, not created through the ORM: PostgreSQL takes them through COPY (into
@@ -29,7 +29,7 @@ import random
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,7 +248,8 @@ class History:
         span = end - self.start_us - 120_000_000
         emitted = 0
         while emitted < self.random_runs:
-            root_start = self.start_us + int(span * (emitted + self.rng.random()) / self.random_runs)
+            position = (emitted + self.rng.random()) / self.random_runs
+            root_start = self.start_us + int(span * position)
             size = 1
             if self.rng.random() < TREE_CHANCE:
                 size += _geometric(self.rng, NESTED_MEAN - 1)
@@ -284,33 +285,33 @@ class History:
 
     def _run_row(self, run_id, skill, caller, channel, started, duration, parent, dry, events,
                  status=None):
-        rng, pools = self.rng, self.pools
+        rand, pools = self.rng.random, self.pools
         finished = started + duration
         if status is None:
             if dry:
                 status = "dry_run"
             elif finished > self.end_us:
                 status = "running"  # still going at the end of the history
-            elif started < self.end_us - 3_600_000_000 and rng.random() < STALE_SHARE / 0.97:
+            elif started < self.end_us - 3_600_000_000 and rand() < STALE_SHARE / 0.97:
                 status = "running"  # stale: its executor died
             else:
-                status = self.status_names[bisect.bisect_left(self.status_cum, rng.random())]
+                status = self.status_names[bisect.bisect_left(self.status_cum, rand())]
         failed = status in FAILED
         running = status == "running"
-        output = -1 if running or (failed and rng.random() < 0.5) else rng.randrange(3000)
-        error = rng.randrange(len(pools.errors)) if failed else -1
+        output = -1 if running or (failed and rand() < 0.5) else int(rand() * len(pools.outputs))
+        error = int(rand() * len(pools.errors)) if failed else -1
         calls = (max(events - 1 if failed else events, 0) + 1) // 3
         steps = (events + 2) // 3
-        tokens_in = steps * rng.randrange(500, 6000)
-        tokens_out = steps * rng.randrange(20, 900)
-        tokens_think = steps * rng.randrange(0, 2000) if rng.random() < 0.6 else 0
+        tokens_in = steps * (500 + int(rand() * 5500))
+        tokens_out = steps * (20 + int(rand() * 880))
+        tokens_think = steps * int(rand() * 2000) if rand() < 0.6 else 0
         self.ids.append(run_id)
         self.started.append(started)
         self.finished.append(-1 if running else finished)
         self.counts.append(events)
         self.failed.append(1 if failed else 0)
         return (
-            run_id, skill, caller, channel, rng.randrange(len(pools.inputs)), started,
+            run_id, skill, caller, channel, int(rand() * len(pools.inputs)), started,
             None if running else finished, status, output, error, calls,
             0.0 if running else duration / 1e6, parent, tokens_in, tokens_out, tokens_think,
         )
@@ -393,24 +394,24 @@ def _geometric(rng: random.Random, mean: float) -> int:
 
 
 class TimeFormat:
-    """µs since the epoch -> the text each database stores, with a per-second cache."""
+    """µs since the epoch -> the text each database stores (strftime is too slow for 10M)."""
+
+    CLOCK = [f" {h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
 
     def __init__(self, suffix: str):
         self.suffix = suffix
-        self.cache: dict[int, str] = {}
+        self.days: dict[int, str] = {}
 
     def __call__(self, us: int) -> str:
         second, fraction = divmod(us, 1_000_000)
-        head = self.cache.get(second)
-        if head is None:
-            if len(self.cache) > 200_000:
-                self.cache.clear()
-            head = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            self.cache[second] = head
+        day, clock = divmod(second, 86_400)
+        date = self.days.get(day)
+        if date is None:
+            date = self.days[day] = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
         # Django writes str(datetime): no fraction when it is zero.
         if fraction:
-            return f"{head}.{fraction:06d}{self.suffix}"
-        return head + self.suffix
+            return f"{date}{self.CLOCK[clock]}.{fraction:06d}{self.suffix}"
+        return f"{date}{self.CLOCK[clock]}{self.suffix}"
 
 
 def copy_escape(text: str) -> str:
@@ -570,13 +571,13 @@ def drop_postgresql_indexes(cur) -> list[str]:
     )
     indexes = cur.fetchall()
     order = {"f": 0, "u": 1, "p": 2}
-    for table, name, _definition, kind in sorted(constraints, key=lambda c: order[c[3]]):
+    for table, name, _definition, _kind in sorted(constraints, key=lambda c: order[c[3]]):
         cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
     for name, _definition in indexes:
         cur.execute(f"DROP INDEX {name}")
     rebuild = [
         f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'
-        for table, name, definition, kind in sorted(constraints, key=lambda c: -order[c[3]])
+        for table, name, definition, _kind in sorted(constraints, key=lambda c: -order[c[3]])
     ]
     rebuild += [definition for _name, definition in indexes]
     return rebuild
@@ -682,7 +683,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=20261126)
     parser.add_argument(
         "--end",
-        help="the end of the history (ISO 8601, UTC); default: now, to the hour. The same "
+        help="the end of the history (ISO 8601, UTC); default: now, to the minute. The same "
         "seed and end give the same data.",
     )
     parser.add_argument("--replace", action="store_true", help="overwrite existing runs")
@@ -696,7 +697,7 @@ def main(argv=None) -> None:
         end = datetime.fromisoformat(args.end)
         end = end if end.tzinfo else end.replace(tzinfo=UTC)
     else:
-        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        end = datetime.now(UTC).replace(second=0, microsecond=0)
 
     import dj_database_url
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
@@ -315,16 +316,17 @@ def skill_overview(request):
     skill_ids = SkillRun.objects.skill_ids()
     last_run = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=True)
     last_ok = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=False)
-    day = SkillRun.objects.status_counts_by_skill(now - timezone.timedelta(days=1))
-    week = SkillRun.objects.status_counts_by_skill(now - timezone.timedelta(days=7))
-    quiet_after = now - timezone.timedelta(days=settings.SKILLAUDIT_QUIET_AFTER_DAYS)
+    week, day = SkillRun.objects.status_counts_by_skill(
+        since=now - timedelta(days=7), recent_since=now - timedelta(days=1)
+    )
+    quiet_after = now - timedelta(days=settings.SKILLAUDIT_QUIET_AFTER_DAYS)
     skills = [
         {
             "id": skill_id,
             "last_run": last_run.get(skill_id),
             "last_ok": last_ok.get(skill_id),
-            "day": sorted(day.get(skill_id, {}).items()),
-            "week": sorted(week.get(skill_id, {}).items()),
+            "day": _status_counts(day.get(skill_id, {})),
+            "week": _status_counts(week.get(skill_id, {})),
             "day_total": sum(day.get(skill_id, {}).values()),
             "week_total": sum(week.get(skill_id, {}).values()),
             "never_succeeded": skill_id not in last_ok,
@@ -339,6 +341,11 @@ def skill_overview(request):
         "runs/skills.html",
         {"skills": skills, "quiet_days": settings.SKILLAUDIT_QUIET_AFTER_DAYS, "nav": "skills"},
     )
+
+
+def _status_counts(counts: dict[str, int]) -> list[tuple[str, int, bool]]:
+    """(status, count, whether the list can filter by it): other writers' statuses can't."""
+    return [(s, n, s in contract.KNOWN_STATUSES) for s, n in sorted(counts.items())]
 
 
 # --- health ----------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 
 from runs import contract
 from runs.contract import RunFilter
@@ -16,6 +18,8 @@ from runs.storage import DjangoStorage
 pytestmark = pytest.mark.django_db
 
 SMALL = ("--runs", "60", "--days", "7", "--seed", "3")
+# Fewer runs, so the 2,000-event run is not reached: for tests that seed several times.
+TINY = ("--runs", "20", "--seed", "3")
 EVERYTHING = RunFilter(include_dry_run=True)
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -32,19 +36,38 @@ def all_runs(storage):
     return runs
 
 
-@pytest.fixture
-def seeded():
-    """The small demo, with the time it was recorded and every run's events."""
-    before = contract.utcnow()
-    summary = seed(*SMALL)
-    storage = DjangoStorage()
-    runs = all_runs(storage)
-    logs = {run.id: storage.list_logs_by_run(run.id) for run in runs}
-    return storage, runs, logs, before, summary
+@dataclasses.dataclass
+class Seeded:
+    runs: list[contract.SkillRun]
+    logs: dict[str, list[contract.SkillRunLog]]
+    chains: dict[str, list[contract.SkillRun]]
+    children: dict[str, list[contract.SkillRun]]
+    before: datetime  # when the seed began
+    summary: str
+
+
+@pytest.fixture(scope="module")
+def seeded(django_db_setup, django_db_blocker):
+    """The small demo as the storage reads it back, seeded once and rolled back."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        before = contract.utcnow()
+        summary = seed(*SMALL)
+        storage = DjangoStorage()
+        runs = all_runs(storage)
+        result = Seeded(
+            runs=runs,
+            logs={run.id: storage.list_logs_by_run(run.id) for run in runs},
+            chains={run.id: storage.walk_parent_chain(run.id) for run in runs},
+            children={run.id: storage.list_children_by_parent(run.id) for run in runs},
+            before=before,
+            summary=summary,
+        )
+        transaction.set_rollback(True)
+    return result
 
 
 def test_the_summary_is_one_line_with_the_counts(seeded):
-    _, runs, logs, _, summary = seeded
+    runs, logs, summary = seeded.runs, seeded.logs, seeded.summary
     assert summary.count("\n") == 1
     events = sum(len(run_logs) for run_logs in logs.values())
     assert f"recorded {len(runs)} runs" in summary
@@ -53,7 +76,7 @@ def test_the_summary_is_one_line_with_the_counts(seeded):
 
 
 def test_every_status_is_there_including_stale_and_live_running_rows(seeded):
-    _, runs, _, before, _ = seeded
+    runs, before = seeded.runs, seeded.before
     assert len(runs) == 60
     assert {run.status for run in runs} == set(contract.KNOWN_STATUSES)
     running = [run for run in runs if run.status == contract.STATUS_RUNNING]
@@ -66,7 +89,7 @@ def test_every_status_is_there_including_stale_and_live_running_rows(seeded):
 
 
 def test_history_spans_the_days_asked_for(seeded):
-    _, runs, logs, before, _ = seeded
+    runs, logs, before = seeded.runs, seeded.logs, seeded.before
     now = contract.utcnow()
     starts = [run.started_at for run in runs]
     assert min(starts) >= before - timedelta(days=7, minutes=1)
@@ -79,11 +102,11 @@ def test_history_spans_the_days_asked_for(seeded):
 
 
 def test_call_trees_nest_up_to_four_levels(seeded):
-    storage, runs, logs, _, _ = seeded
+    runs, logs = seeded.runs, seeded.logs
     by_id = {run.id: run for run in runs}
     depths = []
     for run in runs:
-        chain = storage.walk_parent_chain(run.id)
+        chain = seeded.chains[run.id]
         depths.append(len(chain))
         assert chain[0].parent_run_id == ""
         assert chain[-1].id == run.id
@@ -101,11 +124,15 @@ def test_call_trees_nest_up_to_four_levels(seeded):
             ]
             assert run.id in invocations
     assert max(depths) == 4
-    assert sum(1 for run in runs if storage.list_children_by_parent(run.id)) >= 3
+    parents = [run for run in runs if seeded.children[run.id]]
+    assert len(parents) >= 3
+    assert all(
+        child.parent_run_id == run.id for run in parents for child in seeded.children[run.id]
+    )
 
 
 def test_events_are_numbered_and_rolled_up(seeded):
-    _, runs, logs, _, _ = seeded
+    runs, logs = seeded.runs, seeded.logs
     for run in runs:
         run_logs = logs[run.id]
         assert [log.sequence for log in run_logs] == list(range(1, len(run_logs) + 1))
@@ -136,7 +163,7 @@ def test_events_are_numbered_and_rolled_up(seeded):
 
 
 def test_a_long_run_and_long_outputs(seeded):
-    _, runs, logs, _, _ = seeded
+    runs, logs = seeded.runs, seeded.logs
     longest = max(runs, key=lambda run: len(logs[run.id]))
     assert 1900 <= len(logs[longest.id]) <= 2100
     assert longest.tool_calls_count > 600
@@ -144,7 +171,7 @@ def test_a_long_run_and_long_outputs(seeded):
 
 
 def test_dry_runs_say_so_in_their_tool_calls(seeded):
-    _, runs, logs, _, _ = seeded
+    runs, logs = seeded.runs, seeded.logs
     dry = [run for run in runs if run.status == contract.STATUS_DRY_RUN]
     assert dry
     for run in dry:
@@ -167,7 +194,7 @@ def _strings(value, keys: list[str], values: list[str]) -> None:
 
 
 def test_hostile_strings_are_stored_as_given_but_nul(seeded):
-    _, runs, logs, _, _ = seeded
+    runs, logs = seeded.runs, seeded.logs
     hostile = [contract.clean_text(h) for h in HOSTILE]
     assert "\x00" not in "".join(hostile) and "nul\ufffdbyte" in hostile
     input_keys, input_values, payload_keys, payload_values = [], [], [], []
@@ -196,18 +223,18 @@ def test_hostile_strings_are_stored_as_given_but_nul(seeded):
     assert found(hostile[4], (run.channel_id for run in runs))
     # Hostile runs form a tree too: a parent chain through hostile ids.
     assert any(run.parent_run_id.startswith(hostile[1]) for run in runs)
-    everything = [run.id, *input_values, *payload_values] if (run := runs[0]) else []
-    assert all("\x00" not in text for text in everything + [r.output for r in runs])
+    stored = [*ids, *input_keys, *input_values, *payload_keys, *payload_values]
+    assert not found("\x00", stored + [run.output for run in runs])
 
 
 def test_if_empty_seeds_an_empty_database_once():
     storage = DjangoStorage()
-    first = seed("--if-empty", *SMALL)
-    assert "recorded 60 runs" in first
-    assert storage.count_runs_filtered(EVERYTHING) == 60
+    first = seed("--if-empty", *TINY)
+    assert "recorded 20 runs" in first
+    assert storage.count_runs_filtered(EVERYTHING) == 20
     second = seed("--if-empty", "--seed", "99")
     assert "nothing recorded" in second
-    assert storage.count_runs_filtered(EVERYTHING) == 60
+    assert storage.count_runs_filtered(EVERYTHING) == 20
 
 
 def _snapshot(storage):
@@ -239,13 +266,13 @@ def _snapshot(storage):
 
 def test_the_same_seed_records_the_same_history():
     storage = DjangoStorage()
-    seed(*SMALL)
+    seed(*TINY)
     first = _snapshot(storage)
-    assert storage.purge_older_than(FAR_FUTURE) == 60
-    seed(*SMALL)
+    assert storage.purge_older_than(FAR_FUTURE) == 20
+    seed(*TINY)
     assert _snapshot(storage) == first
     storage.purge_older_than(FAR_FUTURE)
-    seed("--runs", "60", "--seed", "4")
+    seed("--runs", "20", "--seed", "4")
     other = _snapshot(storage)
     assert len(other) == len(first)
     assert {row[0] for row in other}.isdisjoint(row[0] for row in first)
@@ -253,10 +280,10 @@ def test_the_same_seed_records_the_same_history():
 
 def test_reseeding_with_the_same_seed_fails_and_stores_nothing(caplog):
     storage = DjangoStorage()
-    seed(*SMALL)
+    seed(*TINY)
     before = _snapshot(storage)
     with pytest.raises(CommandError, match="already recorded"):
-        seed(*SMALL)
+        seed(*TINY)
     assert _snapshot(storage) == before
     assert any(record.exc_info[0] is contract.Conflict for record in caplog.records)
 

@@ -42,14 +42,22 @@ ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours
 
 # Pools: small, so that repeats are common; with values that clean to the same text
 # ("r\x00" and "r\ufffd"), differ only in case, sit on or over a length limit, or are empty.
-RUN_IDS = ["r0", "r1", "r2", "r3", "r4", "R1", "r\x00", "r\ufffd", "x" * 64, "y" * 65, ""]
+RUN_IDS = ["r0", "r1", "r2", "r3", "r4", "R1", "r\x00", "r\ufffd", "x" * 64]
+BAD_RUN_IDS = ["y" * 65, ""]
 SKILLS = ["alpha", "beta", "Beta", "s\x00", "s\ud800", ""]
 CALLERS = ["u1", "u2", "u\udfff", ""]
 CHANNELS = ["c1", "c2", ""]
 STATUSES = [*KNOWN_STATUSES, "", "odd\x00"]
-EVENTS = [*EVENT_TYPES, "", "e" * 33]
+EVENTS = [*EVENT_TYPES, ""]
 LIMITS = [-1, 0, 1, 2, 3, 5, 50, 500, 501, 2**63]
 OFFSETS = [-1, 0, 1, 2, 3, 7, 2**62, 2**63]
+
+
+
+def mostly(common, rare, one_in=10):
+    """Draws from `common`, and from `rare` about once in `one_in` draws."""
+    return st.integers(1, one_in).flatmap(lambda n: rare if n == 1 else common)
+
 
 text = st.text(
     alphabet=st.sampled_from(["a", "Z", " ", "\x00", "\ud800", "\udfff", "\u00e9", "\U0001f600"]),
@@ -65,7 +73,7 @@ instants = st.builds(
     st.sampled_from(ZONES),
 )
 NAIVE = datetime(2024, 5, 1, 12, 0, 10)
-times = instants | st.just(NAIVE)
+times = mostly(instants, st.just(NAIVE))
 json_leaves = (
     st.none()
     | st.booleans()
@@ -80,15 +88,15 @@ json_values = st.recursive(
     max_leaves=8,
 )
 json_objects = st.dictionaries(text, json_values, max_size=3) | st.none()
-json_objects_or_nan = json_objects | st.just({"bad": [float("nan")]})
+json_objects_or_nan = mostly(json_objects, st.just({"bad": [float("nan")]}))
 counts = st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1)
 tokens = st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1)
 filters = st.builds(
     RunFilter,
-    status=st.sampled_from(["", *STATUSES]),
-    skill_id=st.sampled_from(["", *SKILLS]),
-    caller_id=st.sampled_from(["", *CALLERS]),
-    channel_id=st.sampled_from(["", *CHANNELS]),
+    status=st.just("") | st.sampled_from(STATUSES),
+    skill_id=st.just("") | st.sampled_from(SKILLS),
+    caller_id=st.just("") | st.sampled_from(CALLERS),
+    channel_id=st.just("") | st.sampled_from(CHANNELS),
     top_level_only=st.booleans(),
     include_dry_run=st.booleans(),
     since=st.none() | times,
@@ -154,7 +162,8 @@ class StorageComparison(RuleBasedStateMachine):
         return memory
 
     def run_id(self, data) -> str:
-        return data.draw(st.sampled_from(RUN_IDS + sorted(self.started)), label="run_id")
+        known = st.sampled_from(RUN_IDS + sorted(self.started))
+        return data.draw(mostly(known, st.sampled_from(BAD_RUN_IDS)), label="run_id")
 
     # --- writes and time -------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class StorageComparison(RuleBasedStateMachine):
         output=text,
         error=text,
         tool_calls=counts,
-        runtime=st.floats(min_value=0, max_value=1e6) | st.just(float("nan")),
+        runtime=mostly(st.floats(min_value=0, max_value=1e6), st.just(float("nan"))),
         input_tokens=tokens,
         output_tokens=tokens,
         thinking_tokens=tokens,
@@ -249,7 +258,7 @@ class StorageComparison(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         sequence=st.integers(0, 4) | st.integers(-(2**63), 2**63 - 1),
-        event_type=st.sampled_from(EVENTS),
+        event_type=mostly(st.sampled_from(EVENTS), st.just("e" * 33)),
         payload=json_objects_or_nan,
         created_at=st.none() | times,
     )

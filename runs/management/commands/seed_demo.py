@@ -153,12 +153,12 @@ class Planner:
         # A full tree four levels deep, every status, a long run and a hostile tree land
         # in the last hours, so the first page of the dashboard shows each of them.
         add(self._run("triage-ticket", contract.STATUS_OK, every_child=True), 0.5)
+        add(self._hostile_tree(), 0.2)
         showcase = [s for s in STATUS_WEIGHTS if s not in (contract.STATUS_OK,)]
         for n, status in enumerate(showcase):
             add(self._run(self._top_skill(), status), 1 + n * 0.4)
         add(self._running_now(), 0)
         add(self._long_run(), 5)
-        add(self._hostile_tree(), 0.2)
         while self.remaining > 0:
             status = self._pick(STATUS_WEIGHTS)
             tree = self._run(self._top_skill(), status)
@@ -245,13 +245,16 @@ class Planner:
                 {contract.STATUS_OK: 90, contract.STATUS_ERROR: 6, contract.STATUS_TIMEOUT: 4}
             )
         child = self._run(skill, child_status, run, depth + 1, every_child)
-        if child is None:
-            return
+        if child is not None:
+            self._nest(run, child)
+
+    def _nest(self, run: PlannedRun, child: PlannedRun) -> None:
+        """The planned child runs now, inside run: a skills.invoke call, then its result."""
         call_id = self._call()
         run.emit(
             "tool_call",
             tool="skills.invoke",
-            arguments={"skill": skill, "run_id": child.run_id, "inputs": child.inputs},
+            arguments={"skill": child.skill_id, "run_id": child.run_id, "inputs": child.inputs},
             call_id=call_id,
         )
         child.offset = run.duration + self.rng.uniform(0.01, 0.2)
@@ -393,16 +396,15 @@ class Planner:
             run.wait(0.4)
             run.emit("tool_result", tool=HOSTILE[0], result=list(HOSTILE), call_id=call_id)
             run.output = "\n".join(HOSTILE) + "\n" + self._long_text(2_000)
-            if status == contract.STATUS_ERROR:
+        # A child runs inside its parent, so the innermost is completed and nested first.
+        for level in reversed(range(len(runs))):
+            run = runs[level]
+            if run.status == contract.STATUS_ERROR:
                 run.error = "ToolError: " + " | ".join(HOSTILE)
                 run.emit("error", message=run.error, **{h: h for h in HOSTILE})
-        # Children run inside their parent: nest the times from the innermost out.
-        for child, parent in zip(reversed(runs[1:]), reversed(runs[:-1]), strict=True):
-            child.offset = parent.duration + 0.1
-            parent.wait(0.1 + child.duration + 0.2)
-            parent.children.append(child)
-        for run in runs:
             run.wait(0.05)
+            if level:
+                self._nest(runs[level - 1], run)
         return runs[0] if runs else None
 
     # --- text and values --------------------------------------------------------------
