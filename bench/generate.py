@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 
 SIZES = {
     "small": (10_000, 100_000),
@@ -716,6 +717,21 @@ def main(argv=None) -> None:
     total = time.perf_counter() - began
     rows = runs + events
     load = timings["runs_copy_s"] + timings["events_copy_s"]
+    record = {
+        "engine": engine,
+        "runs": runs,
+        "events": events,
+        "seed": args.seed,
+        "end": end.isoformat(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+        "total_s": round(total, 1),
+        "load_rows_per_s": round(rows / load),
+        "overall_rows_per_s": round(rows / total),
+        **{name: round(value, 1) for name, value in timings.items()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"generate-{engine}-{runs}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(
         f"done in {total:.1f} s: {rows:,} rows; load {load:.1f} s ({rows / load:,.0f} rows/s: "
         f"runs {runs / timings['runs_copy_s']:,.0f}/s, events "

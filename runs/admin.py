@@ -20,9 +20,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ChangeList, ChangeListSearchForm
 from django.core.paginator import Paginator
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, ProhibitNullCharactersValidator
 from django.db import router, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -59,10 +59,10 @@ class CappedCountPaginator(Paginator):
 class FixedChoicesFilter(admin.SimpleListFilter):
     """A filter whose options are a fixed list, so the page never asks the table for them."""
 
-    choices: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
 
     def lookups(self, request, model_admin):
-        return [(value, value.replace("_", " ")) for value in self.choices]
+        return [(value, value.replace("_", " ")) for value in self.values]
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -75,13 +75,13 @@ class FixedChoicesFilter(admin.SimpleListFilter):
 class StatusFilter(FixedChoicesFilter):
     title = "status"
     parameter_name = "status"
-    choices = contract.KNOWN_STATUSES
+    values = contract.KNOWN_STATUSES
 
 
 class EventTypeFilter(FixedChoicesFilter):
     title = "event type"
     parameter_name = "event_type"
-    choices = contract.EVENT_TYPES
+    values = contract.EVENT_TYPES
 
 
 def dashboard_url(run_id: str) -> str:
@@ -100,6 +100,12 @@ class InputsField(forms.JSONField):
             return super().to_python(value)
         except RecursionError:
             raise forms.ValidationError("This JSON is nested too deeply.") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
     def validate(self, value):
         super().validate(value)
@@ -150,6 +156,11 @@ class SkillRunForm(forms.ModelForm):
         if "runtime_seconds" in self.fields:
             self.fields["runtime_seconds"].validators.append(MinValueValidator(0))
 
+    def _get_validation_exclusions(self):
+        # The form field checks the status (the known ones plus the stored one); the model
+        # field's own choices check would refuse a stored status that it does not know.
+        return {*super()._get_validation_exclusions(), "status"}
+
     def clean(self):
         cleaned = super().clean()
         finished_at = cleaned.get("finished_at")
@@ -162,7 +173,23 @@ class SkillRunForm(forms.ModelForm):
         return cleaned
 
 
+class SearchForm(ChangeListSearchForm):
+    """The stock search box, minus its refusal of NUL: a refused term would show every row.
+
+    The term is cleaned like stored ids (NUL becomes U+FFFD), so it matches what is stored.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.validators = [
+                v for v in field.validators if not isinstance(v, ProhibitNullCharactersValidator)
+            ]
+
+
 class RunChangeList(ChangeList):
+    search_form_class = SearchForm
+
     def get_queryset(self, request, exclude_parameters=None):
         return super().get_queryset(request, exclude_parameters).without_big_columns()
 
@@ -425,6 +452,8 @@ class SkillRunAdmin(admin.ModelAdmin):
 
 
 class LogChangeList(ChangeList):
+    search_form_class = SearchForm
+
     def get_ordering(self, request, queryset):
         # The newest events overall, or, for one run, its events by sequence: each is an
         # index scan (the primary key, or the unique (run_id, sequence) index backwards).
@@ -459,7 +488,9 @@ class SkillRunLogAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.for_run(term), False
+        # for_run orders by sequence; keep the list's ordering (LogChangeList).
+        run_id = contract.clean_id(term)
+        return queryset.for_run(run_id).order_by(*queryset.query.order_by), False
 
     def has_add_permission(self, request):
         return False

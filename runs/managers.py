@@ -138,6 +138,20 @@ class SkillRunQuerySet(models.QuerySet):
             Q(started_at__gt=started_at) | Q(started_at=started_at, id__gt=run_id)
         )
 
+    def finished_later_than(self, finished_at: datetime, run_id: str):
+        """Keyset page after (finished_at, id) in the finished_before() order."""
+        return self.filter(finished_at__gte=finished_at).filter(
+            Q(finished_at__gt=finished_at) | Q(finished_at=finished_at, id__gt=run_id)
+        )
+
+    def with_inputs_text(self):
+        """Every column, with ``inputs_text`` (JSON text) in place of parsed ``inputs``.
+
+        The API parses it with a depth guard: JSON nested thousands deep, which another
+        writer can store, would raise RecursionError in the model field.
+        """
+        return self.defer("inputs").annotate(inputs_text=Cast("inputs", TextField()))
+
     def summaries(self):
         """The columns a list shows, with short previews computed in the database.
 
@@ -407,6 +421,14 @@ class SkillRunLogQuerySet(models.QuerySet):
             payload_size=Length(as_text),
             payload_preview=Substr(as_text, 1, PAYLOAD_PREVIEW_CHARS),
         )
+
+    def after_sequence(self, sequence: int | None):
+        """Events after ``sequence`` (all of them for None): keyset paging by sequence."""
+        return self if sequence is None else self.filter(sequence__gt=sequence)
+
+    def with_payload_text(self):
+        """Events with ``payload_text`` (JSON text) in place of the parsed payload."""
+        return self.defer("payload").annotate(payload_text=Cast("payload", TextField()))
 
     def payloads(self, run_id: str, sequences) -> dict[int, object]:
         """{sequence: payload} for the given events of a run."""

@@ -113,9 +113,7 @@ def _seed(now: datetime) -> Seeded:
             inputs={"ticket": index},
             run_id=f"bulk-{index:03d}",
         )
-        clock.advance(2)
-        recorder.step(text=f"working on {index}", input_tokens=100 + index, output_tokens=20)
-        clock.advance(1)
+        clock.advance(3)
         error = "upstream answered 503" if status != contract.STATUS_OK else ""
         recorder.close(status, output=f"result {index}", error=error)
         record_top_level(recorder, status, skill)

@@ -21,7 +21,12 @@ import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    rule,
+    run_state_machine_as_test,
+)
 
 from runs import contract
 from runs.contract import (
@@ -42,7 +47,7 @@ ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours
 
 # Pools: small, so that repeats are common; with values that clean to the same text
 # ("r\x00" and "r\ufffd"), differ only in case, sit on or over a length limit, or are empty.
-RUN_IDS = ["r0", "r1", "r2", "r3", "r4", "R1", "r\x00", "r\ufffd", "x" * 64]
+RUN_IDS = [*(f"r{i}" for i in range(8)), "R1", "r\x00", "r\ufffd", "x" * 64]
 BAD_RUN_IDS = ["y" * 65, ""]
 SKILLS = ["alpha", "beta", "Beta", "s\x00", "s\ud800", ""]
 CALLERS = ["u1", "u2", "u\udfff", ""]
@@ -64,14 +69,20 @@ text = st.text(
     max_size=6,
 )
 # Seconds around T0, with microsecond neighbours: many ties, and boundaries hit exactly.
-instants = st.builds(
-    lambda seconds, micros, zone: (
-        T0 + timedelta(seconds=seconds, microseconds=micros)
-    ).astimezone(zone),
-    st.integers(-3, 40),
-    st.sampled_from([0, 0, 0, 1, -1]),
-    st.sampled_from(ZONES),
-)
+
+
+def instants_between(first: int, last: int):
+    return st.builds(
+        lambda seconds, micros, zone: (
+            T0 + timedelta(seconds=seconds, microseconds=micros)
+        ).astimezone(zone),
+        st.integers(first, last),
+        st.sampled_from([0, 0, 0, 1, -1]),
+        st.sampled_from(ZONES),
+    )
+
+
+instants = instants_between(-3, 40)
 NAIVE = datetime(2024, 5, 1, 12, 0, 10)
 times = mostly(instants, st.just(NAIVE))
 json_leaves = (
@@ -89,18 +100,36 @@ json_values = st.recursive(
 )
 json_objects = st.dictionaries(text, json_values, max_size=3) | st.none()
 json_objects_or_nan = mostly(json_objects, st.just({"bad": [float("nan")]}))
+# Purges mostly keep the newer runs, so that reads after them still find something.
+purge_times = mostly(instants_between(-3, 12), st.just(NAIVE))
 counts = st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1)
 tokens = st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1)
 filters = st.builds(
     RunFilter,
-    status=st.just("") | st.sampled_from(STATUSES),
-    skill_id=st.just("") | st.sampled_from(SKILLS),
-    caller_id=st.just("") | st.sampled_from(CALLERS),
-    channel_id=st.just("") | st.sampled_from(CHANNELS),
+    status=mostly(st.just(""), st.sampled_from(STATUSES), one_in=3),
+    skill_id=mostly(st.just(""), st.sampled_from(SKILLS), one_in=3),
+    caller_id=mostly(st.just(""), st.sampled_from(CALLERS), one_in=3),
+    channel_id=mostly(st.just(""), st.sampled_from(CHANNELS), one_in=3),
     top_level_only=st.booleans(),
     include_dry_run=st.booleans(),
     since=st.none() | times,
     until=st.none() | times,
+)
+
+seed_runs = st.lists(
+    st.fixed_dictionaries(
+        {
+            "run_id": st.sampled_from(RUN_IDS),
+            "skill": st.sampled_from(SKILLS),
+            "caller": st.sampled_from(CALLERS),
+            "channel": st.sampled_from(CHANNELS),
+            "started_at": instants,
+            "parent": st.sampled_from(["", "ghost", *RUN_IDS]),
+            "status": st.none() | st.sampled_from(STATUSES),
+        }
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -161,11 +190,38 @@ class StorageComparison(RuleBasedStateMachine):
         assert django == memory, f"memory: {memory!r}\ndjango: {django!r}"
         return memory
 
+    def start(self, run: SkillRun) -> None:
+        kind, _ = self.both(lambda s: s.start_run(run))
+        if kind == "returned":
+            self.started.add(contract.clean_id(run.id))
+
     def run_id(self, data) -> str:
-        known = st.sampled_from(RUN_IDS + sorted(self.started))
-        return data.draw(mostly(known, st.sampled_from(BAD_RUN_IDS)), label="run_id")
+        """Mostly a started run, sometimes any id of the pool, rarely an invalid one."""
+        pool = st.sampled_from(RUN_IDS)
+        if self.started:
+            pool = mostly(st.sampled_from(sorted(self.started)), pool, one_in=4)
+        return data.draw(mostly(pool, st.sampled_from(BAD_RUN_IDS)), label="run_id")
 
     # --- writes and time -------------------------------------------------------------
+
+    @initialize(runs=seed_runs)
+    def seed(self, runs):
+        """Some runs (a few finished) to start from, so that the reads find rows."""
+        for number, spec in enumerate(runs):
+            run = SkillRun(
+                id=spec["run_id"],
+                skill_id=spec["skill"],
+                caller_id=spec["caller"],
+                channel_id=spec["channel"],
+                inputs={"number": number},
+                started_at=spec["started_at"],
+                parent_run_id=spec["parent"],
+            )
+            self.start(run)
+            if spec["status"] is not None:
+                stats = RunStats(status=spec["status"], tool_calls=number)
+                self.both(lambda s, run_id=run.id, stats=stats: s.finish_run(run_id, stats))
+                CLOCK.now += timedelta(seconds=number % 3)
 
     @rule(
         data=st.data(),
@@ -215,9 +271,7 @@ class StorageComparison(RuleBasedStateMachine):
             total_output_tokens=tool_calls,
             total_thinking_tokens=0,
         )
-        kind, _ = self.both(lambda s: s.start_run(run))
-        if kind == "returned":
-            self.started.add(contract.clean_id(run_id))
+        self.start(run)
 
     @rule(
         data=st.data(),
@@ -257,7 +311,7 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        sequence=st.integers(0, 4) | st.integers(-(2**63), 2**63 - 1),
+        sequence=mostly(st.integers(0, 3), st.integers(-(2**63), 2**63 - 1)),
         event_type=mostly(st.sampled_from(EVENTS), st.just("e" * 33)),
         payload=json_objects_or_nan,
         created_at=st.none() | times,
@@ -272,7 +326,7 @@ class StorageComparison(RuleBasedStateMachine):
         )
         self.both(lambda s: s.append_log(entry))
 
-    @rule(t=times)
+    @rule(t=purge_times)
     def purge_older_than(self, t):
         self.both(lambda s: s.purge_older_than(t))
 

@@ -9,7 +9,7 @@ Times are fixed (helpers.T0) except where a rule is about "now"; the `clock` fix
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 

@@ -251,6 +251,7 @@ class Planner:
     def _nest(self, run: PlannedRun, child: PlannedRun) -> None:
         """The planned child runs now, inside run: a skills.invoke call, then its result."""
         call_id = self._call()
+        run.wait(self.rng.uniform(0.005, 0.05))
         run.emit(
             "tool_call",
             tool="skills.invoke",
@@ -320,6 +321,7 @@ class Planner:
             if tool in ("discord.send_message", "tickets.update", "discord.delete_message"):
                 result = {"dry_run": True, "would": f"{tool} with {sorted(arguments)}"}
         call_id = self._call()
+        run.wait(self.rng.uniform(0.005, 0.05))
         run.emit("tool_call", tool=tool, arguments=arguments, call_id=call_id)
         run.wait(self.rng.uniform(0.05, 3.0))
         failed = self.rng.random() < 0.05
