@@ -126,7 +126,8 @@ class ContractCalls:
     def _new_run(self, suffix: str = "") -> str:
         run_id = f"bench-write-{uuid.uuid4().hex[:20]}{suffix}"
         started = WRITE_EPOCH + timedelta(seconds=next(self.counter))
-        self.storage.start_run(contract.SkillRun(id=run_id, skill_id=WRITE_SKILL, started_at=started))
+        run = contract.SkillRun(id=run_id, skill_id=WRITE_SKILL, started_at=started)
+        self.storage.start_run(run)
         return run_id
 
     def _prepare_run(self, _i: int) -> None:

@@ -109,7 +109,10 @@ def floor(queries: list[str], repeat: int = 5) -> dict:
     """Raw and in-database time of the read statements of a call (medians of ``repeat``)."""
     reads = [sql for sql in queries if is_read(sql)]
     if not reads:
-        return {"floor_ms": None, "db_ms": None, "slowest_sql": None, "slowest_raw_ms": None}
+        return {
+            "floor_ms": None, "db_ms": None, "slowest_sql": None, "slowest_raw_ms": None,
+            "slowest_plan": None,
+        }
     per_query = {sql: [] for sql in reads}
     for _ in range(repeat):
         for sql in reads:
@@ -122,4 +125,5 @@ def floor(queries: list[str], repeat: int = 5) -> dict:
         "db_ms": round(sum(db), 3) if None not in db else None,
         "slowest_sql": slowest,
         "slowest_raw_ms": round(medians[slowest], 3),
+        "slowest_plan": plan_text(slowest),
     }

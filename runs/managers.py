@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
 
@@ -348,9 +349,12 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         runs_deleted = logs_deleted = 0
         while True:
             with transaction.atomic(using=self.db):
+                # Oldest first: an index range on started_at (PostgreSQL otherwise reads the
+                # heap from the start, past the dead rows of every earlier batch), and a
+                # purge cut short leaves a clean "everything before X is gone" boundary.
                 ids = list(
                     self.started_before(t)
-                    .order_by()
+                    .order_by("started_at")
                     .select_for_update()
                     .values_list("pk", flat=True)[:batch_size]
                 )
@@ -420,6 +424,9 @@ class SkillRunLogQuerySet(models.QuerySet):
         return self.only("id", "run_id", "sequence", "event_type", "created_at").annotate(
             payload_size=Length(as_text),
             payload_preview=Substr(as_text, 1, PAYLOAD_PREVIEW_CHARS),
+            # Read even from payloads too big to load, to pair tool calls with results.
+            payload_tool=KeyTextTransform("tool", "payload"),
+            payload_call_id=KeyTextTransform("call_id", "payload"),
         )
 
     def after_sequence(self, sequence: int | None):

@@ -109,6 +109,8 @@ def build_timeline(rows, payloads: dict, run_started: datetime, run_length: floa
         else:
             event.preview = row.payload_preview
             event.too_big = True
+            event.tool = getattr(row, "payload_tool", None) or ""
+            event.call_id = getattr(row, "payload_call_id", None) or ""
         if event.event_type == "tool_call":
             open_calls.append(event)
         elif event.event_type == "tool_result":

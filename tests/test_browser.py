@@ -329,6 +329,8 @@ def test_opening_a_run_and_unfolding_a_folded_payload(page, data):
 def test_a_big_payload_shows_a_preview_and_a_link_to_the_raw_json(page, data):
     page.goto(f"/runs/{data.big_payload}/")
     event = page.locator(f"#event-{data.big_event}")
+    # Paired with its call although its payload is too big to load.
+    expect(event.locator("a.pair")).to_have_text(f"result of call #{data.big_event - 1}")
     summary = event.locator("details summary")
     expect(summary).to_contain_text("preview")
     summary.click()
@@ -428,6 +430,16 @@ def test_no_page_is_wider_than_the_screen(page, watch, data, viewport):
         assert response.status == expected_status, url
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= viewport["width"] + OVERFLOW_TOLERANCE_PX, (name, width)
+        # [scrollWidth, clientWidth] of each table's wrapper: at desktop width nothing is
+        # cut off; on a phone the wrapper scrolls sideways, so every column stays reachable.
+        wrappers = page.locator(".table-wrap").evaluate_all(
+            "ws => ws.map(w => [w.scrollWidth, w.clientWidth, getComputedStyle(w).overflowX])"
+        )
+        for scroll_width, client_width, overflow in wrappers:
+            if viewport == DESKTOP:
+                assert scroll_width <= client_width + OVERFLOW_TOLERANCE_PX, (name, scroll_width)
+            else:
+                assert overflow == "auto", name
         if folder:
             label = "phone" if viewport == PHONE else "desktop"
             height = min(page.evaluate("document.documentElement.scrollHeight"), 2000)

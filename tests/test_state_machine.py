@@ -55,7 +55,6 @@ CHANNELS = ["c1", "c2", ""]
 STATUSES = [*KNOWN_STATUSES, "", "odd\x00"]
 EVENTS = [*EVENT_TYPES, ""]
 LIMITS = [-1, 0, 1, 2, 3, 5, 50, 500, 501, 2**63]
-OFFSETS = [-1, 0, 1, 2, 3, 7, 2**62, 2**63]
 
 
 
@@ -100,6 +99,7 @@ json_values = st.recursive(
 )
 json_objects = st.dictionaries(text, json_values, max_size=3) | st.none()
 json_objects_or_nan = mostly(json_objects, st.just({"bad": [float("nan")]}))
+offsets = mostly(st.sampled_from([-1, 0, 0, 1, 2]), st.sampled_from([3, 7, 2**62, 2**63]), 4)
 # Purges mostly keep the newer runs, so that reads after them still find something.
 purge_times = mostly(instants_between(-3, 12), st.just(NAIVE))
 counts = st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1)
@@ -126,6 +126,8 @@ seed_runs = st.lists(
             "started_at": instants,
             "parent": st.sampled_from(["", "ghost", *RUN_IDS]),
             "status": st.none() | st.sampled_from(STATUSES),
+            # Repeats on purpose: a repeated sequence is a Conflict.
+            "log_sequences": st.lists(st.integers(0, 3), max_size=4),
         }
     ),
     min_size=1,
@@ -218,6 +220,9 @@ class StorageComparison(RuleBasedStateMachine):
                 parent_run_id=spec["parent"],
             )
             self.start(run)
+            for sequence in spec["log_sequences"]:
+                entry = SkillRunLog(run.id, sequence, "step", {"sequence": sequence})
+                self.both(lambda s, entry=entry: s.append_log(entry))
             if spec["status"] is not None:
                 stats = RunStats(status=spec["status"], tool_calls=number)
                 self.both(lambda s, run_id=run.id, stats=stats: s.finish_run(run_id, stats))
@@ -225,6 +230,8 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
+        # Unlike other rules, mostly ids that may be new.
+        run_id=mostly(st.sampled_from(RUN_IDS), st.sampled_from(BAD_RUN_IDS)),
         skill=st.sampled_from(SKILLS),
         caller=st.sampled_from(CALLERS),
         channel=st.sampled_from(CHANNELS),
@@ -239,6 +246,7 @@ class StorageComparison(RuleBasedStateMachine):
     def start_run(
         self,
         data,
+        run_id,
         skill,
         caller,
         channel,
@@ -250,7 +258,6 @@ class StorageComparison(RuleBasedStateMachine):
         tool_calls,
         input_tokens,
     ):
-        run_id = self.run_id(data)
         # Parents may be unknown or started later: that is how cycles get in.
         parent = data.draw(st.sampled_from(["", "ghost", *RUN_IDS[:4], *sorted(self.started)]))
         run = SkillRun(
@@ -352,7 +359,7 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(
         skill=st.sampled_from(SKILLS),
-        offset=st.sampled_from(OFFSETS),
+        offset=offsets,
         limit=st.sampled_from(LIMITS),
         include_dry_run=st.booleans(),
     )
@@ -367,7 +374,7 @@ class StorageComparison(RuleBasedStateMachine):
     def list_runs_by_caller(self, caller, limit):
         self.both(lambda s: s.list_runs_by_caller(caller, limit))
 
-    @rule(f=filters, offset=st.sampled_from(OFFSETS), limit=st.sampled_from(LIMITS))
+    @rule(f=filters, offset=offsets, limit=st.sampled_from(LIMITS))
     def list_runs_filtered(self, f, offset, limit):
         self.both(lambda s: s.list_runs_filtered(f, offset, limit))
 
