@@ -38,7 +38,10 @@ def main() -> int:
 
     sample = Sample.from_database()
     print(f"# {connection.vendor} {connection.settings_dict['NAME']}")
-    print(f"# sample: {sample}\n")
+    for field, value in vars(sample).items():
+        shown = f"{len(value)} skills" if field == "skill_ids" else value
+        print(f"# {field}: {shown}")
+    print()
     failed = []
     for query in QUERIES:
         if args.only not in query.name:

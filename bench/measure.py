@@ -23,14 +23,18 @@ def percentile(samples: list[float], share: float) -> float:
     return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
 
 
-def summary(samples: list[float]) -> dict:
-    return {
+def summary(samples: list[float], cpu: list[float] | None = None) -> dict:
+    """Wall-clock figures, and the median CPU time of this thread (robust to contention)."""
+    out = {
         "n": len(samples),
         "median_ms": round(statistics.median(samples), 3),
         "p95_ms": round(percentile(samples, 0.95), 3),
         "min_ms": round(min(samples), 3),
         "max_ms": round(max(samples), 3),
     }
+    if cpu:
+        out["cpu_median_ms"] = round(statistics.median(cpu), 3)
+    return out
 
 
 def sample(
@@ -38,8 +42,12 @@ def sample(
     repeat: int,
     warmup: int = 2,
     setup: Callable[[int], None] | None = None,
+    cpu: list[float] | None = None,
 ) -> list[float]:
-    """Milliseconds per call; ``setup(i)`` runs untimed before the i-th call."""
+    """Wall-clock milliseconds per call; ``setup(i)`` runs untimed before the i-th call.
+
+    When ``cpu`` is a list, the CPU time of this thread per call is appended to it.
+    """
     for i in range(warmup):
         if setup is not None:
             setup(-1 - i)
@@ -48,9 +56,12 @@ def sample(
     for i in range(repeat):
         if setup is not None:
             setup(i)
+        cpu_began = time.thread_time()
         began = time.perf_counter()
         call()
         times.append((time.perf_counter() - began) * 1000)
+        if cpu is not None:
+            cpu.append((time.thread_time() - cpu_began) * 1000)
     return times
 
 

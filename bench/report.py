@@ -24,6 +24,7 @@ LAST_RUN_DB_MS = 2.0
 GROWTH_RATIO = 1.5
 RSS_GROWTH = 0.10  # a worker's RSS may grow this share over the load test and count as flat
 PURGE_ROWS_PER_S = 200_000
+PURGE_FLAT_MB = 10  # more deleted may cost at most this much more peak memory
 
 
 def load() -> tuple[list[dict], list[dict], list[dict]]:
@@ -180,9 +181,10 @@ def growth_rows(runs: list[dict]) -> list[tuple[str, str, float, float, float]]:
 
 def page_table(run: dict, section: str, stock: dict | None = None, http: dict | None = None):
     lines = [
-        "| page | median ms | p95 ms | queries | raw SQL floor ms | in DB ms | HTTP median / p95 ms"
+        "| page | median ms | p95 ms | CPU ms | queries | raw SQL floor ms | in DB ms "
+        "| HTTP median / p95 ms"
         + (" | stock admin median ms | stock / ours |" if stock is not None else " |"),
-        "|---|--:|--:|--:|--:|--:|--:" + ("|--:|--:|" if stock is not None else "|"),
+        "|---|--:|--:|--:|--:|--:|--:|--:" + ("|--:|--:|" if stock is not None else "|"),
     ]
     for row in rows_of(run, section):
         over_http = (http or {}).get(row["name"]) or (http or {}).get(f"list: {row['name']}")
@@ -190,7 +192,8 @@ def page_table(run: dict, section: str, stock: dict | None = None, http: dict | 
         if over_http:
             http_text = f"{ms(over_http['median_ms'])} / {ms(over_http['p95_ms'])}"
         line = (
-            f"| {row['name']} | {ms(row['median_ms'])} | {ms(row['p95_ms'])} | {row['queries']} "
+            f"| {row['name']} | {ms(row['median_ms'])} | {ms(row['p95_ms'])} | "
+            f"{ms(row.get('cpu_median_ms'))} | {row['queries']} "
             f"| {ms(row.get('floor_ms'))} | {ms(row.get('db_ms'))} | {http_text}"
         )
         if stock is not None:
@@ -236,11 +239,12 @@ def dataset_section(run: dict) -> list[str]:
                                 for r in offsets) + "."]
     if rows_of(run, "count"):
         out += ["", "### The list's count: `SkillRun.objects.matching(f).bounded_count(1000)`", "",
-                "| filter | median ms | p95 ms | queries | raw SQL floor ms | in DB ms |",
-                "|---|--:|--:|--:|--:|--:|"]
+                "| filter | median ms | p95 ms | CPU ms | queries | raw SQL floor ms | in DB ms |",
+                "|---|--:|--:|--:|--:|--:|--:|"]
         out += [
             f"| {r['name'].removeprefix('count: ')} | {ms(r['median_ms'], 3)} | "
-            f"{ms(r['p95_ms'], 3)} | {r['queries']} | {ms(r.get('floor_ms'), 3)} | "
+            f"{ms(r['p95_ms'], 3)} | {ms(r.get('cpu_median_ms'), 3)} | {r['queries']} | "
+            f"{ms(r.get('floor_ms'), 3)} | "
             f"{ms(r.get('db_ms'), 3)} |"
             for r in rows_of(run, "count")
         ]
@@ -252,21 +256,23 @@ def dataset_section(run: dict) -> list[str]:
                                           for r in rows_of(run, "pages")) + "."]
     if rows_of(run, "contract"):
         out += ["", "### The 17 Storage methods through `runs.storage.DjangoStorage`", "",
-                "| method | median ms | p95 ms | queries | raw SQL floor ms | in DB ms |",
-                "|---|--:|--:|--:|--:|--:|"]
+                "| method | median ms | p95 ms | CPU ms | queries | raw SQL floor ms | in DB ms |",
+                "|---|--:|--:|--:|--:|--:|--:|"]
         out += [
-            f"| {r['name']} | {ms(r['median_ms'], 3)} | {ms(r['p95_ms'], 3)} | {r['queries']} | "
+            f"| {r['name']} | {ms(r['median_ms'], 3)} | {ms(r['p95_ms'], 3)} | "
+            f"{ms(r.get('cpu_median_ms'), 3)} | {r['queries']} | "
             f"{ms(r.get('floor_ms'), 3)} | {ms(r.get('db_ms'), 3)} |"
             for r in rows_of(run, "contract")
         ]
     if rows_of(run, "stock"):
         out += ["", "### Stock admin changelist, in process", "",
-                "| filter | median ms | p95 ms | queries | raw SQL floor ms | HTTP median ms |",
-                "|---|--:|--:|--:|--:|--:|"]
+                "| filter | median ms | p95 ms | CPU ms | queries | raw SQL floor ms "
+                "| HTTP median ms |",
+                "|---|--:|--:|--:|--:|--:|--:|"]
         for r in rows_of(run, "stock"):
             over = http.get(r["name"])
             out.append(f"| {r['case']} | {ms(r['median_ms'])} | {ms(r['p95_ms'])} | "
-                       f"{r['queries']} | {ms(r.get('floor_ms'))} | "
+                       f"{ms(r.get('cpu_median_ms'))} | {r['queries']} | {ms(r.get('floor_ms'))} | "
                        f"{ms(over['median_ms']) if over else '—'} |")
     memory = rows_of(run, "memory")
     if memory:
@@ -420,6 +426,16 @@ def purge_section(purges: list[dict]) -> list[str]:
                 f"{row['seconds']:,.1f} | {rate:,.0f} | {row['peak_rss_mb']:,.1f} | "
                 f"{row['rss_growth_mb']:,.1f} | {verdict(ok)} |"
             )
+        purges_only = [r for r in purge["rows"] if r["method"].startswith("purge_started")]
+        by_amount = sorted(purges_only, key=lambda r: r["runs_deleted"])
+        if len(by_amount) >= 2:
+            small, big = by_amount[0], by_amount[-1]
+            flat = big["rss_growth_mb"] <= small["rss_growth_mb"] + PURGE_FLAT_MB
+            out += ["", f"{purge['engine']} {purge['runs']:,}: memory while purging "
+                    f"{big['runs_deleted']:,} runs grew {big['rss_growth_mb']} MB against "
+                    f"{small['rss_growth_mb']} MB for {small['runs_deleted']:,} runs: "
+                    f"{'flat' if flat else 'GROWING'} (limit: +{PURGE_FLAT_MB} MB) — "
+                    f"{verdict(flat)}."]
         if purge.get("notes"):
             out += ["", purge["notes"]]
     return out

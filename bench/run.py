@@ -127,13 +127,14 @@ class Bench:
         began = time.perf_counter()
         first = self.get_ok(url)
         first_ms = (time.perf_counter() - began) * 1000
-        samples = measure.sample(lambda: self.get_ok(url), repeat or self.repeat)
+        cpu: list[float] = []
+        samples = measure.sample(lambda: self.get_ok(url), repeat or self.repeat, cpu=cpu)
         queries = measure.captured_queries(lambda: self.get_ok(url))
         row = {
             "name": name,
             "url": url,
             "first_ms": round(first_ms, 3),
-            **measure.summary(samples),
+            **measure.summary(samples, cpu),
             "queries": len(queries),
             "bytes": len(first.content),
             **measure.floor(queries),
@@ -146,11 +147,12 @@ class Bench:
     def time_call(self, name: str, call, setup=None, writes: bool = False) -> dict:
         from bench import measure
 
-        samples = measure.sample(call, self.repeat, setup=setup)
+        cpu: list[float] = []
+        samples = measure.sample(call, self.repeat, setup=setup, cpu=cpu)
         if setup is not None:
             setup(0)
         queries = measure.captured_queries(call)
-        row = {"name": name, **measure.summary(samples), "queries": len(queries)}
+        row = {"name": name, **measure.summary(samples, cpu), "queries": len(queries)}
         if writes:
             row.update(floor_ms=None, db_ms=None, slowest_sql=None, slowest_raw_ms=None,
                        slowest_plan=None)

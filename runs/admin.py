@@ -23,7 +23,6 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList, ChangeListSearchForm
 from django.core.paginator import Paginator
 from django.core.validators import MinValueValidator, ProhibitNullCharactersValidator
-from django.db import router, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -40,6 +39,9 @@ EVENTS_SHOWN = 50
 EVENT_PREVIEW_CHARS = 200
 # Runs the admin deletes in one confirmation; more is a job for `manage.py purge_runs`.
 MAX_DELETE = 1_000
+# Nesting allowed in inputs edited here (executors may store deeper; the page then shows a
+# notice instead of the field).
+MAX_INPUTS_DEPTH = 200
 
 
 class CappedCountPaginator(Paginator):
@@ -95,6 +97,18 @@ def run_change_url(run_id: str) -> str:
     return reverse("admin:runs_skillrun_change", args=[quote(run_id)])
 
 
+def json_depth(value) -> int:
+    """How deeply a parsed JSON value nests, computed without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class InputsField(forms.JSONField):
     """The inputs JSON: an object, cleaned like the contract cleans it, never a 500."""
 
@@ -114,6 +128,12 @@ class InputsField(forms.JSONField):
         super().validate(value)
         if value is not None and not isinstance(value, dict):
             raise forms.ValidationError("Inputs must be a JSON object ({...}).")
+        # Python parses JSON a little deeper than it can write it back from the save path
+        # (same recursion limit, deeper stack), so bound the depth well below both.
+        if json_depth(value) > MAX_INPUTS_DEPTH:
+            raise forms.ValidationError(
+                f"This JSON is nested too deeply (more than {MAX_INPUTS_DEPTH} levels)."
+            )
 
     def clean(self, value):
         value = super().clean(value)
@@ -121,6 +141,8 @@ class InputsField(forms.JSONField):
             return contract.clean_object(value, "inputs")
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
+        except RecursionError:
+            raise forms.ValidationError("This JSON is nested too deeply.") from None
 
 
 class SkillRunForm(forms.ModelForm):
@@ -170,9 +192,6 @@ class SkillRunForm(forms.ModelForm):
         started_at = self.instance.started_at
         if finished_at and started_at and finished_at < started_at:
             self.add_error("finished_at", "A run cannot finish before it started.")
-        for name in ("output", "error"):
-            if isinstance(cleaned.get(name), str):
-                cleaned[name] = contract.clean_text(cleaned[name])
         return cleaned
 
 
@@ -449,9 +468,8 @@ class SkillRunAdmin(admin.ModelAdmin):
         SkillRun.objects.delete_with_logs([obj.pk])
 
     def delete_queryset(self, request, queryset):
-        ids = list(queryset.values_list("pk", flat=True))
-        with transaction.atomic(using=router.db_for_write(SkillRun)):
-            SkillRun.objects.delete_with_logs(ids)
+        # At most MAX_DELETE runs (delete_selected_runs), so one transaction.
+        SkillRun.objects.delete_with_logs(list(queryset.values_list("pk", flat=True)))
 
 
 class LogChangeList(ChangeList):

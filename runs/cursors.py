@@ -30,4 +30,8 @@ def decode(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor("is not a cursor from this site") from None
     if not isinstance(run_id, str) or started_at.tzinfo is None:
         raise InvalidCursor("is not a cursor from this site")
-    return started_at.astimezone(UTC), contract.clean_text(run_id)
+    try:
+        started_at = started_at.astimezone(UTC)
+    except OverflowError:  # a forged cursor: year 1 or 9999 with an offset
+        raise InvalidCursor("is not a cursor from this site") from None
+    return started_at, contract.clean_text(run_id)

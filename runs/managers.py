@@ -111,9 +111,7 @@ class SkillRunQuerySet(models.QuerySet):
         case-insensitive forms (UPPER(col) LIKE ...) can use no index at all.
         """
         term = contract.clean_text(term)
-        return self.filter(
-            Q(pk=term) | Q(skill_id=term) | Q(caller_id=term) | Q(channel_id=term)
-        )
+        return self.filter(Q(pk=term) | Q(skill_id=term) | Q(caller_id=term) | Q(channel_id=term))
 
     def close_running(self, status: str, finished_at: datetime) -> int:
         """Give the `running` rows among these a terminal status and a finish time.
@@ -167,8 +165,12 @@ class SkillRunQuerySet(models.QuerySet):
         )
 
     def bounded_count(self, cap: int) -> int:
-        """The exact count up to ``cap`` + 1; never counts more rows than that."""
-        return self.order_by()[: cap + 1].count()
+        """The exact count up to ``cap`` + 1; never counts more rows than that.
+
+        Only the key is selected inside: previews and other annotations are not computed
+        for the rows counted.
+        """
+        return self.order_by().values("pk")[: cap + 1].count()
 
     def status_counts_by_skill(
         self, since: datetime, recent_since: datetime
@@ -415,8 +417,12 @@ class SkillRunLogQuerySet(models.QuerySet):
         return self.filter(run__in=runs)
 
     def bounded_count(self, cap: int) -> int:
-        """The exact count up to ``cap`` + 1; never counts more rows than that."""
-        return self.order_by()[: cap + 1].count()
+        """The exact count up to ``cap`` + 1; never counts more rows than that.
+
+        Only the key is selected inside: previews and other annotations are not computed
+        for the rows counted.
+        """
+        return self.order_by().values("pk")[: cap + 1].count()
 
     def timeline(self):
         """Events without their payloads: sizes and previews come from the database."""

@@ -15,12 +15,10 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.validators import (
-    ProhibitNullCharactersValidator,
-    ProhibitSurrogateCharactersValidator,
-)
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import contract
 
@@ -212,7 +210,7 @@ class StrictSerializer(serializers.Serializer):
             unknown = [key for key in data if key not in self.fields]
             if unknown:
                 raise serializers.ValidationError(
-                    {contract.clean_text(str(key))[:100]: ["is not a known field"] for key in unknown}
+                    {contract.clean_text(key)[:100]: ["is not a known field"] for key in unknown}
                 )
         return super().to_internal_value(data)
 
@@ -417,6 +415,10 @@ class RunFilterSerializer(StrictSerializer):
 def limit_field(**kwargs):
     # Any integer: the contract clamps limits (<= 0 or > 500 become 50) and offsets.
     return StrictIntegerField(bits=None, required=False, **kwargs)
+
+
+class EmptyRequest(StrictSerializer):
+    """No arguments: {}."""
 
 
 class GetRunRequest(StrictSerializer):

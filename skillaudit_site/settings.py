@@ -41,6 +41,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_filters",
     "csp",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "runs",
 ]
 
@@ -174,6 +177,35 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
         "form-action": ["'self'"],
     }
+}
+
+# --- JSON API (runs/api.py) ----------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Tokens for programs (manage.py create_api_token), the session (with CSRF) for a browser.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Model permissions, reads included (stock DjangoModelPermissions lets anyone GET).
+    "DEFAULT_PERMISSION_CLASSES": ["runs.api_permissions.RunModelPermissions"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only: no ?format= switch, and non-ASCII escaped so that any stored string
+    # (even a lone surrogate another writer left) encodes.
+    "URL_FORMAT_OVERRIDE": None,
+    "UNICODE_JSON": False,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "skillaudit API",
+    "DESCRIPTION": "Read and record AI-agent skill runs. Every endpoint needs a login: "
+    "`Authorization: Token <key>` (manage.py create_api_token) or a session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["runs.api_permissions.CanViewRuns"],
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- skillaudit ----------------------------------------------------------------------

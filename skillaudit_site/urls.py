@@ -6,5 +6,6 @@ from runs.views import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/", include("runs.api_urls")),
     path("", include("runs.urls")),
 ]

@@ -12,7 +12,8 @@ from runs import contract
 from runs.recorder import Sink
 from runs.storage import DjangoStorage
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's package (`make browser`); SKILLAUDIT_CHROMIUM names another build.
+CHROMIUM = os.environ.get("SKILLAUDIT_CHROMIUM", "/usr/bin/chromium")
 # Playwright cannot download its own browser here; Debian's package is used instead.
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -6,10 +6,40 @@ from runs.storage import DjangoStorage
 
 # The mark (not only the `db` fixture below) tells pytest-django to create the test
 # database: it plans that from marks and static fixture names before any test runs.
-@pytest.fixture(params=["memory", pytest.param("django", marks=pytest.mark.django_db)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("django", marks=pytest.mark.django_db),
+        pytest.param("http", marks=pytest.mark.django_db(transaction=True)),
+    ]
+)
 def storage(request):
-    """Each Storage implementation in turn; the Django one on the test database."""
+    """Each Storage implementation in turn; the Django one on the test database, the HTTP
+    one through the API of a live server on it."""
     if request.param == "memory":
         return MemoryStorage()
+    if request.param == "http":
+        return request.getfixturevalue("http_storage")
     request.getfixturevalue("db")
     return DjangoStorage()
+
+
+@pytest.fixture
+def http_storage(request, transactional_db, django_user_model):
+    """HttpStorage on a live server, as a token user with the run permissions only."""
+    from django.contrib.auth.models import Permission
+    from rest_framework.authtoken.models import Token
+
+    from runs.client import HttpStorage
+
+    # Requested here rather than by name, so pytest-django's helper does not do this.
+    server = request.getfixturevalue("live_server")
+    server._live_server_modified_settings.enable()
+    request.addfinalizer(server._live_server_modified_settings.disable)
+    user = django_user_model.objects.create_user("api-client")
+    codenames = ["view_skillrun", "add_skillrun", "change_skillrun", "delete_skillrun"]
+    codenames += ["add_skillrunlog", "delete_skillrunlog"]
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="runs", codename__in=codenames)
+    )
+    return HttpStorage(server.url, Token.objects.create(user=user).key, timeout=60)

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright, on a live server.
 
 Every page a test opens is watched: a console error or warning, a script error, a failed
-request or an error status fails the test (see the ``page`` fixture).
+request or an error status fails the test (see the ``watched`` fixture). With
+SKILLAUDIT_SCREENSHOTS=<folder>, the width test saves each page at desktop and phone width.
 """
 
 from __future__ import annotations
@@ -85,13 +86,9 @@ def data(live_server):
     return seed(timezone.now())
 
 
-def new_context(browser, live_server, **options):
+def new_context(browser, live_server):
     return browser.new_context(
-        base_url=live_server.url,
-        viewport=DESKTOP,
-        locale="en-US",
-        timezone_id=READER_TZ,
-        **options,
+        base_url=live_server.url, viewport=DESKTOP, locale="en-US", timezone_id=READER_TZ
     )
 
 
@@ -220,6 +217,12 @@ def test_filtering_by_status_through_the_form(page, data):
     apply_filters(page)
     assert query(page) == {"status": ["stale"]}
     assert listed_ids(page) == [data.stale]
+
+    # Dry runs are hidden by default, but asking for their status shows them.
+    page.select_option("select[name=status]", "dry_run")
+    apply_filters(page)
+    assert query(page) == {"status": ["dry_run"]}
+    assert listed_ids(page) == [data.dry]
 
 
 def test_nested_and_dry_runs_are_shown_when_asked(page, data):

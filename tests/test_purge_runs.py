@@ -237,7 +237,11 @@ def test_purge_never_loads_rows(db, django_assert_max_num_queries):
     sys.setrecursionlimit(20_000)
     try:
         SkillRun.objects.create(
-            id="deep", skill_id="s", inputs=deep, status="ok", started_at=datetime(2020, 1, 1, tzinfo=UTC)
+            id="deep",
+            skill_id="s",
+            inputs=deep,
+            status="ok",
+            started_at=datetime(2020, 1, 1, tzinfo=UTC),
         )
         SkillRunLog.objects.create(
             run_id="deep", sequence=1, event_type="step", payload=deep, created_at=timezone.now()

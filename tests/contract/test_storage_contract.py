@@ -199,6 +199,41 @@ def test_nan_runtime_is_refused(storage):
     assert everything(storage) == before
 
 
+INTEGER_LIMITS = [
+    # field of SkillRun, field of RunStats, smallest and largest value stored
+    ("tool_calls_count", "tool_calls", -(2**31), 2**31 - 1),
+    ("total_input_tokens", "input_tokens", -(2**63), 2**63 - 1),
+    ("total_output_tokens", "output_tokens", -(2**63), 2**63 - 1),
+    ("total_thinking_tokens", "thinking_tokens", -(2**63), 2**63 - 1),
+]
+
+
+@pytest.mark.parametrize("run_field,stats_field,low,high", INTEGER_LIMITS)
+def test_integers_out_of_the_column_range_are_refused(storage, run_field, stats_field, low, high):
+    for run_id, value in [("low", low), ("high", high)]:
+        start(storage, run_id, **{run_field: value})
+        assert getattr(storage.get_run(run_id), run_field) == value
+        storage.finish_run(run_id, RunStats(status="ok", **{stats_field: value}))
+        assert getattr(storage.get_run(run_id), run_field) == value
+    before = everything(storage)
+    for bad in [low - 1, high + 1, True, 1.0]:
+        with pytest.raises(ValueError):
+            start(storage, "bad", **{run_field: bad})
+        with pytest.raises(ValueError):
+            storage.finish_run("low", RunStats(status="error", **{stats_field: bad}))
+    assert everything(storage) == before
+
+
+def test_log_sequences_out_of_64_bits_are_refused(storage):
+    start(storage, "r1")
+    storage.append_log(log("r1", 2**63 - 1, created_at=T0))
+    storage.append_log(log("r1", -(2**63), created_at=T0))
+    for bad in [2**63, -(2**63) - 1, True, 1.0]:
+        with pytest.raises(ValueError):
+            storage.append_log(log("r1", bad, created_at=T0))
+    assert [entry.sequence for entry in storage.list_logs_by_run("r1")] == [-(2**63), 2**63 - 1]
+
+
 NAIVE = datetime(2024, 5, 2, 12, 0)  # a day after T0, without a zone
 
 NAIVE_CALLS = {

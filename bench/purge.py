@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Time the retention purge against Django's plain ``QuerySet.delete()`` (issue 4).
+
+    .venv/bin/python bench/purge.py --source postgres://postgres@127.0.0.1:5432/sa_bench_1m
+
+Every measurement runs on a fresh copy of a generated database (PostgreSQL: ``CREATE
+DATABASE ... TEMPLATE <source>``; SQLite: a copy of the file), in a child process, so that
+its peak memory (``ru_maxrss``) belongs to that one deletion. Scenarios:
+
+- ``SkillRun.objects.purge_started_before(t)`` (what ``manage.py purge_runs`` calls) for the
+  oldest 10% and the oldest 50% of the runs: the rate, and whether memory grows with the
+  amount deleted;
+- both methods on the same oldest N runs (default 50,000): ``QuerySet.delete()`` loads every
+  run it deletes, so it is capped at that share of the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+COPY_NAME = "sa_bench_purge"
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def child(method: str, share: float | None, runs: int | None) -> dict:
+    """Runs in the child process: one deletion on the copy, timed, with its peak memory."""
+    os.environ.setdefault("SECRET_KEY", "bench-purge")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "skillaudit_site.settings"
+    import django
+
+    django.setup()
+    from runs.models import SkillRun, SkillRunLog
+
+    total = SkillRun.objects.count()
+    total_logs = SkillRunLog.objects.count()
+    doomed = runs if runs is not None else int(total * share)
+    # The started_at of the first run to keep: everything older goes.
+    cutoff = SkillRun.objects.oldest_first().values_list("started_at", flat=True)[doomed]
+    expected_runs, expected_logs = SkillRun.objects.count_started_before(cutoff)
+    baseline = rss_kb()
+    began = time.perf_counter()
+    if method == "purge_started_before":
+        deleted_runs, deleted_logs = SkillRun.objects.purge_started_before(cutoff)
+    else:
+        _total, per_model = SkillRun.objects.filter(started_at__lt=cutoff).delete()
+        deleted_runs = per_model.get("runs.SkillRun", 0)
+        deleted_logs = per_model.get("runs.SkillRunLog", 0)
+    seconds = time.perf_counter() - began
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if (deleted_runs, deleted_logs) != (expected_runs, expected_logs):
+        raise SystemExit(
+            f"deleted {deleted_runs} runs / {deleted_logs} logs, expected "
+            f"{expected_runs} / {expected_logs}"
+        )
+    left = SkillRun.objects.started_before(cutoff).exists()
+    if left:
+        raise SystemExit("runs older than the cutoff are left")
+    return {
+        "total_runs": total,
+        "total_logs": total_logs,
+        "runs_deleted": deleted_runs,
+        "logs_deleted": deleted_logs,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round((deleted_runs + deleted_logs) / seconds),
+        "baseline_rss_mb": round(baseline / 1024, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "rss_growth_mb": round((peak - baseline) / 1024, 1),
+    }
+
+
+def fresh_copy(source: str) -> str:
+    """A new copy of the source database; returns its URL."""
+    import dj_database_url
+
+    config = dj_database_url.parse(source)
+    if config["ENGINE"].endswith("sqlite3"):
+        target = Path(config["NAME"]).with_name("bench_purge.sqlite3")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(config["NAME"], target)
+        return f"sqlite:///{target}"
+    import psycopg
+    from psycopg import sql
+
+    info = psycopg.conninfo.conninfo_to_dict(source)
+    template = info["dbname"]
+    info["dbname"] = "postgres"
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(COPY_NAME)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(COPY_NAME), sql.Identifier(template)
+            )
+        )
+    info["dbname"] = COPY_NAME
+    return source.rsplit("/", 1)[0] + "/" + COPY_NAME
+
+
+def drop_copy(url: str) -> None:
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    import psycopg
+    from psycopg import sql
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = "postgres"
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(COPY_NAME)))
+
+
+def scenario(source: str, method: str, share: float | None, runs: int | None) -> dict:
+    began = time.perf_counter()
+    url = fresh_copy(source)
+    copy_s = time.perf_counter() - began
+    try:
+        args = [sys.executable, __file__, "--child", method]
+        args += ["--share", str(share)] if share is not None else ["--runs", str(runs)]
+        env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
+        done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True,
+                              text=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        drop_copy(url)
+    row.update(
+        method=method,
+        share=f"{share:.0%}" if share is not None else f"oldest {runs:,}",
+        copy_s=round(copy_s, 1),
+    )
+    print(f"  {method:22} {row['share']:>14}: {row['runs_deleted']:,} runs + "
+          f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
+          f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB)", flush=True)
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=os.environ.get("DATABASE_URL"),
+                        help="a database made by bench/generate.py (copied, never changed)")
+    parser.add_argument("--plain-runs", type=int, default=50_000,
+                        help="runs deleted by QuerySet.delete() (and by the purge beside it)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.share, args.runs)))
+        return
+    if not args.source:
+        parser.error("--source (or DATABASE_URL) is required")
+    import dj_database_url
+
+    engine = dj_database_url.parse(args.source)["ENGINE"].rsplit(".", 1)[-1]
+    started = datetime.now(UTC)
+    print(f"purge benchmark on copies of {args.source}", flush=True)
+    rows = [
+        scenario(args.source, "purge_started_before", 0.10, None),
+        scenario(args.source, "purge_started_before", 0.50, None),
+        scenario(args.source, "purge_started_before", None, args.plain_runs),
+        scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
+    ]
+    total_runs = rows[0]["total_runs"]
+    record = {
+        "engine": engine,
+        "source": args.source.rsplit("/", 1)[-1],
+        "runs": total_runs,
+        "events": rows[0]["total_logs"],
+        "date": started.isoformat(timespec="seconds"),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+        "notes": (
+            f"`QuerySet.delete()` was capped at the oldest {args.plain_runs:,} runs: it loads "
+            "every run it deletes (all columns), so its memory grows with the amount; the purge "
+            "deleted the same runs beside it. Each copy: "
+            + ", ".join(f"{r['copy_s']} s" for r in rows) + " to make."
+        ),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"purge-{engine}-{total_runs}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+    if not args.no_report:
+        from bench import report
+
+        report.write()
+
+
+if __name__ == "__main__":
+    main()

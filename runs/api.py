@@ -1,0 +1,842 @@
+"""The JSON API: runs read with the dashboard's filters, and recorded over HTTP.
+
+Reads go through the managers (the list through the same RunFilterSet as /runs/), writes
+through DjangoStorage so the contract's checks and cleaning apply. Contract errors map to
+HTTP: NotFound 404, Conflict 409, ValueError 400; bad input is always a 4xx, never a 500.
+The /api/contract/<method>/ endpoints are the Storage methods that have no resource of
+their own (offset pages, exact counts, the finished-before sweep, purge): runs.client's
+HttpStorage is built on them and on the resources.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from contextlib import contextmanager
+from urllib.parse import quote
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import contract, cursors
+from . import serializers as s
+from .api_permissions import VIEW_RUNS
+from .filters import (
+    FALSE_VALUES,
+    STATUS_CHOICES,
+    TRUE_VALUES,
+    IdFilter,
+    IsoDateTimeFilter,
+    RunFilterSet,
+    StrictBooleanFilter,
+    parameter_problems,
+)
+from .models import SkillRun, SkillRunLog
+from .storage import DjangoStorage, SchemaMissing, run_from_model
+from .views import build_call_tree
+
+DEFAULT_PAGE_SIZE = contract.DEFAULT_LIMIT
+MAX_PAGE_SIZE = contract.MAX_LIMIT
+DEFAULT_LOG_PAGE = 100
+MAX_LOG_PAGE = 1000
+# Per call to list_finished_runs_before: its limit is a plain cap, possibly huge.
+FINISHED_PAGE = contract.MAX_LIMIT
+MAX_SKILLS = 1000
+DEFAULT_MAX_BODY_BYTES = 16 * 2**20
+
+WRITE_RUNS = ["runs.add_skillrun", "runs.change_skillrun"]
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def max_body_bytes() -> int:
+    return getattr(settings, "SKILLAUDIT_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class BadInput(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "invalid input"
+    default_code = "invalid"
+
+
+class ConflictError(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "already stored"
+    default_code = "conflict"
+
+
+class BodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+    def __init__(self):
+        super().__init__(f"the body is larger than {max_body_bytes()} bytes")
+
+
+class Unavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+
+
+@contextmanager
+def contract_errors():
+    """Storage calls inside answer NotFound with 404, Conflict with 409, ValueError with 400."""
+    try:
+        yield
+    except contract.NotFound as exc:
+        raise exceptions.NotFound(f"no run {contract.clean_text(str(exc))}") from None
+    except contract.Conflict as exc:
+        raise ConflictError(contract.clean_text(str(exc))) from None
+    except ValueError as exc:
+        raise BadInput(contract.clean_text(str(exc))) from None
+
+
+def _message(text: str) -> OpenApiResponse:
+    return OpenApiResponse(s.ErrorSerializer, description=text)
+
+
+BAD_REQUEST = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="invalid input: {parameter or field: [messages]}, or {detail: message}",
+)
+NOT_LOGGED_IN = _message("no valid token or session")
+FORBIDDEN = _message("missing permission (or CSRF token, for a session)")
+NOT_FOUND = _message("no such run")
+READ_ERRORS = {400: BAD_REQUEST, 401: NOT_LOGGED_IN, 403: FORBIDDEN}
+WRITE_ERRORS = {
+    **READ_ERRORS,
+    413: _message("body too large"),
+    415: _message("the body must be application/json"),
+}
+
+
+# --- request bodies ----------------------------------------------------------------------
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class BoundedJSONParser(JSONParser):
+    """A JSON object of bounded size and depth; every way to get it wrong is a 4xx.
+
+    DRF's parser reads the whole stream (Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not
+    apply), lets RecursionError from deep nesting through as a 500, and takes any JSON value.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = max_body_bytes()
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge()
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise BodyTooLarge()
+        try:
+            data = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {str(exc)[:200]}") from None
+        if not isinstance(data, dict):
+            raise exceptions.ParseError("the body must be a JSON object")
+        # A value's own limit is checked by its field; this bounds everything else.
+        if s.json_depth_exceeds(data, s.MAX_JSON_DEPTH + 4):
+            raise exceptions.ParseError("JSON parse error - nested too deeply")
+        return data
+
+
+# --- query strings -----------------------------------------------------------------------
+
+
+def check_query(request, allowed, repeatable=()) -> None:
+    """Unknown or repeated parameters are refused: ignoring them could widen a result."""
+    problems = parameter_problems(request.GET, set(allowed))
+    for name in repeatable:
+        problems.pop(name, None)
+    if problems:
+        raise exceptions.ValidationError(problems)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
+
+
+def int_param(request, name: str, default, low: int, high: int):
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise exceptions.ValidationError({name: ["must be a whole number"]})
+    value = int(raw)
+    if not low <= value <= high:
+        raise exceptions.ValidationError({name: [f"must be between {low} and {high}"]})
+    return value
+
+
+def bool_param(request, name: str) -> bool:
+    raw = request.GET.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    raise exceptions.ValidationError({name: ["must be 1 or 0 (or true/false)"]})
+
+
+def cursor_param(request, name: str = "cursor"):
+    raw = request.GET.get(name)
+    if not raw:
+        return None
+    try:
+        return cursors.decode(raw)
+    except cursors.InvalidCursor as exc:
+        raise exceptions.ValidationError({name: [str(exc)]}) from None
+
+
+def next_url(request, **changes) -> str:
+    query = request.GET.copy()
+    for key, value in changes.items():
+        query[key] = value
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def run_path(run_id: str) -> str:
+    """The URL path of a run: every character quoted, dots too (no dot segments)."""
+    return "/api/runs/" + quote(run_id, safe="").replace(".", "%2E") + "/"
+
+
+# --- reading runs ------------------------------------------------------------------------
+
+
+def with_inputs(rows):
+    """Rows from with_inputs_text() with ``inputs`` parsed under a depth guard."""
+    for row in rows:
+        row.inputs = s.load_stored_json(row.inputs_text)
+    return rows
+
+
+def load_run(run_id: str):
+    rows = with_inputs(list(SkillRun.objects.with_inputs_text().filter(pk=run_id)[:1]))
+    if not rows:
+        raise exceptions.NotFound("no such run")
+    return rows[0]
+
+
+def full_runs(run_ids: list[str]) -> list:
+    """Whole runs in the order of run_ids (a run deleted meanwhile is left out)."""
+    found = SkillRun.objects.with_inputs_text().in_bulk(run_ids)
+    return with_inputs([found[run_id] for run_id in run_ids if run_id in found])
+
+
+RUN_ID = OpenApiParameter(
+    "run_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="the run's id, percent-encoded (it may contain '/')",
+)
+FULL = OpenApiParameter(
+    "full",
+    OpenApiTypes.BOOL,
+    description="1: whole runs (inputs, output, error) instead of list summaries",
+)
+PAGE_SIZE = OpenApiParameter(
+    "page_size", OpenApiTypes.INT, description=f"1 to {MAX_PAGE_SIZE}, default 50"
+)
+CURSOR = OpenApiParameter(
+    "cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page"
+)
+
+
+def _list_parameters() -> list[OpenApiParameter]:
+    """The list's query parameters, read off RunFilterSet so the two cannot drift apart."""
+    described = {
+        "status": "a status, or `stale` (running longer than the stale threshold)",
+        "include_nested": "1: nested runs too (default: top-level runs only)",
+        "include_dry_run": "1: dry runs too (default: hidden unless status=dry_run)",
+        "since": "started at or after (ISO 8601; no offset means UTC)",
+        "until": "started before (ISO 8601; no offset means UTC)",
+    }
+    parameters = []
+    for name, field in RunFilterSet.base_filters.items():
+        extra = {"description": described.get(name, f"exact {name} id")}
+        if isinstance(field, IsoDateTimeFilter):
+            kind = OpenApiTypes.DATETIME
+        elif isinstance(field, StrictBooleanFilter):
+            kind = OpenApiTypes.BOOL
+        elif isinstance(field, IdFilter):
+            kind = {"type": "string", "maxLength": contract.NAME_MAX_LENGTH}
+        else:
+            kind = OpenApiTypes.STR
+            extra["enum"] = [value for value, _label in STATUS_CHOICES if value]
+        parameters.append(OpenApiParameter(name, kind, **extra))
+    return parameters + [CURSOR, PAGE_SIZE]
+
+
+class ApiView(APIView):
+    parser_classes = [BoundedJSONParser]
+    # Whose model permissions apply (runs.*_skillrun); never evaluated.
+    queryset = SkillRun.objects.all()
+    storage = DjangoStorage()
+
+
+class RunListView(ApiView):
+    @extend_schema(
+        operation_id="runs_list",
+        summary="Runs, newest first, with the dashboard's filters",
+        description="The same parameters as /runs/, plus keyset paging (`cursor`, "
+        "`page_size`). Summaries only: GET a run for its inputs, output and error. "
+        "An invalid, unknown or repeated parameter is a 400 naming it.",
+        parameters=_list_parameters(),
+        responses={200: s.RunSummaryPageSerializer, **READ_ERRORS},
+    )
+    def get(self, request):
+        filterset = RunFilterSet(
+            request.GET, queryset=SkillRun.objects.all(), extra_params=("cursor", "page_size")
+        )
+        if not filterset.is_valid():
+            raise exceptions.ValidationError(filterset.error_messages)
+        page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        position = cursor_param(request)
+        matching = filterset.qs
+        if position is not None:
+            matching = matching.older_than(*position)
+        rows = list(matching.newest_first().summaries()[: page_size + 1])
+        more, rows = len(rows) > page_size, rows[:page_size]
+        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
+        return Response(
+            {
+                "results": s.RunSummarySerializer(rows, many=True).data,
+                "next_cursor": cursor,
+                "next": next_url(request, cursor=cursor) if cursor else None,
+            }
+        )
+
+    @extend_schema(
+        operation_id="runs_start",
+        summary="Start a run (start_run)",
+        description="Stored with status `running` and no finished_at; started_at defaults "
+        "to now. 409 when the id is taken (nothing changes).",
+        request=s.RunStartSerializer,
+        responses={201: s.RunSerializer, 409: _message("the run id exists"), **WRITE_ERRORS},
+    )
+    def post(self, request):
+        body = s.RunStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = body.to_contract()
+        with contract_errors():
+            self.storage.start_run(run)
+        stored = load_run(contract.clean_id(run.id))
+        return Response(
+            s.RunSerializer(stored).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": run_path(stored.id)},
+        )
+
+
+class RunDetailView(ApiView):
+    @extend_schema(
+        operation_id="runs_get",
+        summary="One run, every field (get_run)",
+        parameters=[RUN_ID],
+        responses={200: s.RunSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def get(self, request, run_id):
+        check_query(request, ())
+        return Response(s.RunSerializer(load_run(contract.clean_id(run_id))).data)
+
+
+LOG_WRITE = WRITE_RUNS + ["runs.add_skillrunlog"]
+
+
+class RunLogsView(ApiView):
+    required_permissions = {
+        **{method: [VIEW_RUNS] for method in READ_METHODS},
+        "POST": LOG_WRITE,
+    }
+
+    @extend_schema(
+        operation_id="runs_logs_list",
+        summary="A run's events in sequence order, paged by sequence",
+        parameters=[
+            RUN_ID,
+            OpenApiParameter(
+                "after", OpenApiTypes.INT, description="only events with a greater sequence"
+            ),
+            OpenApiParameter(
+                "limit", OpenApiTypes.INT, description=f"1 to {MAX_LOG_PAGE}, default 100"
+            ),
+        ],
+        responses={200: s.LogPageSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def get(self, request, run_id):
+        check_query(request, ("after", "limit"))
+        after = int_param(request, "after", None, *s.INT64)
+        limit = int_param(request, "limit", DEFAULT_LOG_PAGE, 1, MAX_LOG_PAGE)
+        run_id = contract.clean_id(run_id)
+        if not SkillRun.objects.filter(pk=run_id).exists():
+            raise exceptions.NotFound("no such run")
+        rows = list(
+            SkillRunLog.objects.for_run(run_id).after_sequence(after).with_payload_text()[
+                : limit + 1
+            ]
+        )
+        more, rows = len(rows) > limit, rows[:limit]
+        for row in rows:
+            row.payload = s.load_stored_json(row.payload_text)
+        next_after = rows[-1].sequence if more else None
+        return Response(
+            {
+                "results": s.LogSerializer(rows, many=True).data,
+                "next_after": next_after,
+                "next": next_url(request, after=next_after) if more else None,
+            }
+        )
+
+    @extend_schema(
+        operation_id="runs_logs_append",
+        summary="Record one event, or a batch of events in one transaction",
+        description="A body with `events` is a batch: every event is stored or none is "
+        "(409 when any sequence is taken or repeated). Otherwise the body is one event.",
+        parameters=[RUN_ID],
+        request=PolymorphicProxySerializer(
+            component_name="LogAppend",
+            serializers=[s.LogEventSerializer, s.LogBatchSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={
+            201: s.AppendedSerializer,
+            404: NOT_FOUND,
+            409: _message("a sequence is already stored for this run, or repeated"),
+            **WRITE_ERRORS,
+        },
+    )
+    def post(self, request, run_id):
+        data = request.data
+        if "events" in data:
+            body = s.LogBatchSerializer(data=data)
+            body.is_valid(raise_exception=True)
+            events = body.validated_data["events"]
+        else:
+            body = s.LogEventSerializer(data=data)
+            body.is_valid(raise_exception=True)
+            events = [body.validated_data]
+        logs = s.logs_to_contract(run_id, events)
+        with contract_errors():
+            self.storage.append_logs(logs)
+        return Response(
+            {"run_id": contract.clean_id(run_id), "stored": len(logs)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class RunFinishView(ApiView):
+    @extend_schema(
+        operation_id="runs_finish",
+        summary="Finish a run (finish_run)",
+        description="Sets finished_at to now and every stat; calling it again overwrites "
+        "(last write wins).",
+        parameters=[RUN_ID],
+        request=s.RunStatsSerializer,
+        responses={200: s.RunSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def post(self, request, run_id):
+        body = s.RunStatsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run_id = contract.clean_id(run_id)
+        with contract_errors():
+            self.storage.finish_run(run_id, body.to_contract())
+        return Response(s.RunSerializer(load_run(run_id)).data)
+
+
+def _runs_or_summaries(name: str) -> PolymorphicProxySerializer:
+    return PolymorphicProxySerializer(
+        component_name=name,
+        serializers=[s.RunSummaryPageSerializer, s.RunPageSerializer],
+        resource_type_field_name=None,
+    )
+
+
+class RunChainView(ApiView):
+    @extend_schema(
+        operation_id="runs_chain",
+        summary="The run and its ancestors, root first (walk_parent_chain)",
+        description="At most 32 runs; stops at a parent that is no longer stored and at a "
+        "repeated run (cycles in corrupted data). `next_cursor` and `next` are always null.",
+        parameters=[RUN_ID, FULL],
+        responses={200: _runs_or_summaries("Chain"), 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def get(self, request, run_id):
+        check_query(request, ("full",))
+        full = bool_param(request, "full")
+        with contract_errors():
+            chain = SkillRun.objects.parent_chain(contract.clean_id(run_id), summaries=True)
+        if full:
+            data = s.RunSerializer(full_runs([run.id for run in chain]), many=True).data
+        else:
+            data = s.RunSummarySerializer(chain, many=True).data
+        return Response({"results": data, "next_cursor": None, "next": None})
+
+
+class RunChildrenView(ApiView):
+    @extend_schema(
+        operation_id="runs_children",
+        summary="The runs this run started, oldest first (list_children_by_parent)",
+        description="Children outlive a purged parent: they are listed whether or not the "
+        "parent is still stored, so an unknown id gives an empty page, not a 404.",
+        parameters=[RUN_ID, FULL, CURSOR, PAGE_SIZE],
+        responses={200: _runs_or_summaries("Children"), **READ_ERRORS},
+    )
+    def get(self, request, run_id):
+        check_query(request, ("full", "cursor", "page_size"))
+        full = bool_param(request, "full")
+        page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        position = cursor_param(request)
+        children = SkillRun.objects.children_of(contract.clean_id(run_id))
+        if position is not None:
+            children = children.newer_than(*position)
+        children = children.oldest_first()
+        if full:
+            rows = with_inputs(list(children.with_inputs_text()[: page_size + 1]))
+        else:
+            rows = list(children.summaries()[: page_size + 1])
+        more, rows = len(rows) > page_size, rows[:page_size]
+        serializer = s.RunSerializer if full else s.RunSummarySerializer
+        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
+        return Response(
+            {
+                "results": serializer(rows, many=True).data,
+                "next_cursor": cursor,
+                "next": next_url(request, cursor=cursor) if cursor else None,
+            }
+        )
+
+
+def _preorder(root):
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
+
+
+class RunTreeView(ApiView):
+    @extend_schema(
+        operation_id="runs_tree",
+        summary="The whole call tree that contains the run, from its root",
+        description="Capped in size and depth like the dashboard's tree (`capped`); safe on "
+        "cycles and purged parents.",
+        parameters=[RUN_ID],
+        responses={200: s.TreeSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def get(self, request, run_id):
+        check_query(request, ())
+        run_id = contract.clean_id(run_id)
+        run = SkillRun.objects.summaries().filter(pk=run_id).first()
+        if run is None:
+            raise exceptions.NotFound("no such run")
+        root, size, capped, root_is_orphan = build_call_tree(run)
+        nodes = []
+        for node in _preorder(root):
+            node.run.depth = node.depth
+            nodes.append(node.run)
+        tree = {
+            "run_id": run.id,
+            "root_id": root.run.id,
+            "root_is_orphan": root_is_orphan,
+            "size": size,
+            "capped": capped,
+            "nodes": s.TreeNodeSerializer(nodes, many=True).data,
+        }
+        return Response(tree)
+
+
+class LastRunView(ApiView):
+    @extend_schema(
+        operation_id="skills_last_run",
+        summary="The newest run of each skill (last_run_by_skills)",
+        description="Without include_failed only `ok` runs count; with it every finished "
+        "status but dry_run. Running rows never count.",
+        parameters=[
+            OpenApiParameter(
+                "skill",
+                {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": contract.NAME_MAX_LENGTH},
+                    "maxItems": MAX_SKILLS,
+                },
+                explode=True,
+                description=f"a skill id; repeat for more (at most {MAX_SKILLS})",
+            ),
+            OpenApiParameter("include_failed", OpenApiTypes.BOOL),
+        ],
+        responses={200: s.LastRunSerializer, **READ_ERRORS},
+    )
+    def get(self, request):
+        check_query(request, ("skill", "include_failed"), repeatable=("skill",))
+        skills = request.GET.getlist("skill")
+        if len(skills) > MAX_SKILLS:
+            raise exceptions.ValidationError({"skill": [f"at most {MAX_SKILLS} skills"]})
+        include_failed = bool_param(request, "include_failed")
+        with contract_errors():
+            latest = self.storage.last_run_by_skills(skills, include_failed)
+        return Response(s.LastRunSerializer({"last_run": latest}).data)
+
+
+# --- the Storage contract over HTTP ------------------------------------------------------
+
+
+class ContractView(ApiView):
+    """POST /api/contract/<method>/: one Storage method, its arguments as a JSON object.
+
+    POST, although most of them read: arguments are JSON values of any size (ids with any
+    character, integers beyond 64 bits, exact booleans) rather than a query string.
+    """
+
+    required_permissions = {method: [VIEW_RUNS] for method in (*READ_METHODS, "POST")}
+    request_serializer: type[s.StrictSerializer]
+
+    def post(self, request):
+        body = self.request_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with contract_errors():
+            return Response(self.call(body.validated_data))
+
+    def call(self, data: dict):
+        raise NotImplementedError
+
+
+def contract_schema(method: str, request, response, summary: str, description="", errors=None):
+    return extend_schema(
+        operation_id=f"contract_{method}",
+        summary=summary,
+        description=description,
+        request=request,
+        responses={200: response, **WRITE_ERRORS, **(errors or {})},
+    )
+
+
+def runs(rows) -> dict:
+    return {"runs": s.RunSerializer(rows, many=True).data}
+
+
+class InitializeView(ContractView):
+    request_serializer = s.EmptyRequest
+
+    @contract_schema(
+        "initialize",
+        s.EmptyRequest,
+        s.InitializeResponse,
+        "Check that the audit tables exist (initialize)",
+        errors={503: _message("the tables are missing: run manage.py migrate")},
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        try:
+            self.storage.initialize()
+        except SchemaMissing as exc:
+            raise Unavailable(str(exc)) from None
+        return {"ok": True}
+
+
+class GetRunView(ContractView):
+    """get_run by an id in the body: exact for ids a URL path cannot tell apart."""
+
+    request_serializer = s.GetRunRequest
+
+    @contract_schema(
+        "get_run",
+        s.GetRunRequest,
+        s.RunSerializer,
+        "One run by id (get_run)",
+        errors={404: NOT_FOUND},
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return s.RunSerializer(self.storage.get_run(data["id"])).data
+
+
+class RunsBySkillView(ContractView):
+    request_serializer = s.RunsBySkillRequest
+
+    @contract_schema(
+        "list_runs_by_skill",
+        s.RunsBySkillRequest,
+        s.RunsResponse,
+        "A skill's newest runs without dry runs (list_runs_by_skill)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return runs(self.storage.list_runs_by_skill(data["skill_id"], data["limit"]))
+
+
+class RunsBySkillPageView(ContractView):
+    request_serializer = s.RunsBySkillPageRequest
+
+    @contract_schema(
+        "list_runs_by_skill_paginated",
+        s.RunsBySkillPageRequest,
+        s.RunsResponse,
+        "A page of a skill's runs, newest first (list_runs_by_skill_paginated)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return runs(
+            self.storage.list_runs_by_skill_paginated(
+                data["skill_id"], data["offset"], data["limit"], data["include_dry_run"]
+            )
+        )
+
+
+class CountBySkillView(ContractView):
+    request_serializer = s.CountBySkillRequest
+
+    @contract_schema(
+        "count_runs_by_skill",
+        s.CountBySkillRequest,
+        s.CountResponse,
+        "How many runs a skill has (count_runs_by_skill)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        count = self.storage.count_runs_by_skill(data["skill_id"], data["include_dry_run"])
+        return {"count": count}
+
+
+class RunsByCallerView(ContractView):
+    request_serializer = s.RunsByCallerRequest
+
+    @contract_schema(
+        "list_runs_by_caller",
+        s.RunsByCallerRequest,
+        s.RunsResponse,
+        "A caller's newest runs without dry runs (list_runs_by_caller)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return runs(self.storage.list_runs_by_caller(data["caller_id"], data["limit"]))
+
+
+def _run_filter(data) -> contract.RunFilter:
+    return contract.RunFilter(**data.get("filter", {}))
+
+
+class RunsFilteredView(ContractView):
+    request_serializer = s.RunsFilteredRequest
+
+    @contract_schema(
+        "list_runs_filtered",
+        s.RunsFilteredRequest,
+        s.RunsResponse,
+        "Runs matching a RunFilter, newest first, by offset (list_runs_filtered)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return runs(
+            self.storage.list_runs_filtered(_run_filter(data), data["offset"], data["limit"])
+        )
+
+
+class CountFilteredView(ContractView):
+    request_serializer = s.CountFilteredRequest
+
+    @contract_schema(
+        "count_runs_filtered",
+        s.CountFilteredRequest,
+        s.CountResponse,
+        "How many runs match a RunFilter (count_runs_filtered)",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return {"count": self.storage.count_runs_filtered(_run_filter(data))}
+
+
+class FinishedBeforeView(ContractView):
+    request_serializer = s.FinishedBeforeRequest
+
+    @contract_schema(
+        "list_finished_runs_before",
+        s.FinishedBeforeRequest,
+        s.FinishedRunsResponse,
+        "Runs finished before a cutoff, oldest finished first (list_finished_runs_before)",
+        description=f"At most {FINISHED_PAGE} runs per call: when `limit` asks for more "
+        "and more are stored, `next` says where to continue.",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        limit = data["limit"]
+        if limit <= 0:
+            return {"runs": [], "next": None}
+        page = min(limit, FINISHED_PAGE)
+        finished = SkillRun.objects.finished_before(data["cutoff"])
+        after = data["after"]
+        if after is not None:
+            finished = finished.finished_later_than(
+                after["finished_at"], contract.clean_id(after["id"])
+            )
+        rows = with_inputs(list(finished.with_inputs_text()[:page]))
+        rows = [run_from_model(row) for row in rows]
+        more = len(rows) == page and limit > page
+        position = (
+            {"finished_at": s.iso(rows[-1].finished_at), "id": rows[-1].id} if more else None
+        )
+        return {**runs(rows), "next": position}
+
+
+class PurgeView(ContractView):
+    request_serializer = s.PurgeRequest
+    required_permissions = {"POST": ["runs.delete_skillrun", "runs.delete_skillrunlog"]}
+
+    @contract_schema(
+        "purge_older_than",
+        s.PurgeRequest,
+        s.PurgeResponse,
+        "Delete runs started before t, with their events (purge_older_than)",
+        description="Needs the delete permissions. Deletes in batches; for big purges "
+        "prefer `manage.py purge_runs`.",
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def call(self, data):
+        return {"deleted": self.storage.purge_older_than(data["t"])}

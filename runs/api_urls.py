@@ -1,0 +1,84 @@
+"""Routes of the JSON API, mounted at /api/ (namespace "api").
+
+Run ids may contain any character, "/" included: the routes with a suffix come before the
+bare run route so that their greedy <runid:run_id> takes everything before the suffix.
+"""
+
+from django.urls import path, register_converter
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.views import SpectacularAPIView
+
+from . import api
+
+
+
+class RunIdConverter:
+    """Any non-empty text: Django's <path:> cannot match an id with a newline in it."""
+
+    regex = "(?s:.+)"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(RunIdConverter, "runid")
+
+app_name = "api"
+
+urlpatterns = [
+    path("runs/", api.RunListView.as_view(), name="runs"),
+    path("runs/<runid:run_id>/logs/", api.RunLogsView.as_view(), name="run-logs"),
+    path("runs/<runid:run_id>/finish/", api.RunFinishView.as_view(), name="run-finish"),
+    path("runs/<runid:run_id>/chain/", api.RunChainView.as_view(), name="run-chain"),
+    path("runs/<runid:run_id>/children/", api.RunChildrenView.as_view(), name="run-children"),
+    path("runs/<runid:run_id>/tree/", api.RunTreeView.as_view(), name="run-tree"),
+    path("runs/<runid:run_id>/", api.RunDetailView.as_view(), name="run"),
+    path("skills/last-run/", api.LastRunView.as_view(), name="last-run"),
+    path("contract/initialize/", api.InitializeView.as_view(), name="contract-initialize"),
+    path("contract/get_run/", api.GetRunView.as_view(), name="contract-get-run"),
+    path(
+        "contract/list_runs_by_skill/",
+        api.RunsBySkillView.as_view(),
+        name="contract-list-runs-by-skill",
+    ),
+    path(
+        "contract/list_runs_by_skill_paginated/",
+        api.RunsBySkillPageView.as_view(),
+        name="contract-list-runs-by-skill-paginated",
+    ),
+    path(
+        "contract/count_runs_by_skill/",
+        api.CountBySkillView.as_view(),
+        name="contract-count-runs-by-skill",
+    ),
+    path(
+        "contract/list_runs_by_caller/",
+        api.RunsByCallerView.as_view(),
+        name="contract-list-runs-by-caller",
+    ),
+    path(
+        "contract/list_runs_filtered/",
+        api.RunsFilteredView.as_view(),
+        name="contract-list-runs-filtered",
+    ),
+    path(
+        "contract/count_runs_filtered/",
+        api.CountFilteredView.as_view(),
+        name="contract-count-runs-filtered",
+    ),
+    path(
+        "contract/list_finished_runs_before/",
+        api.FinishedBeforeView.as_view(),
+        name="contract-list-finished-runs-before",
+    ),
+    path("contract/purge_older_than/", api.PurgeView.as_view(), name="contract-purge"),
+    # JSON by default; YAML for Accept: application/vnd.oai.openapi.
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiYamlRenderer]),
+        name="schema",
+    ),
+]
