@@ -518,7 +518,7 @@ def test_skills_overview(client, viewer):
         name: html.split(f">{name}</a>")[1].split("</tr>")[0] for name in ("good", "broken", "idle")
     }
     assert "never succeeded" in rows["broken"] and "never succeeded" not in rows["good"]
-    assert "no run in" in rows["idle"] and "no run in" not in rows["good"]
+    assert "no run finished in" in rows["idle"] and "no run finished" not in rows["good"]
     assert html.index(">good<") < html.index(">broken<") < html.index(">idle<")
     assert "?skill=good&amp;status=error" in html
 
@@ -543,3 +543,13 @@ def test_healthz_answers_anonymous_users(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json()["database"] == "up"
+
+
+def test_admin_link_survives_ids_the_admin_escapes(client, viewer):
+    record_run("a_2Fb/c:d")
+    html = client.get(reverse("runs:run_detail", args=["a_2Fb/c:d"])).content.decode()
+    link = re.search(r'href="(/admin/runs/skillrun/[^"]+/change/)"', html).group(1)
+    response = client.get(link)
+    # the viewer has only the view permission: the admin shows the run read-only
+    assert response.status_code == 200
+    assert "a_2Fb/c:d" in response.content.decode()

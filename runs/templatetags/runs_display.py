@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 from django import template
+from django.contrib.admin.utils import quote
 from django.utils.html import format_html
 
 register = template.Library()
@@ -70,3 +71,9 @@ def status_class(status: str) -> str:
         "lane_busy": "warn",
     }
     return known.get(status, "muted")
+
+
+@register.filter
+def admin_pk(value: str) -> str:
+    """A primary key as the admin's URLs carry it (its own escaping of / _ : and friends)."""
+    return quote(value)
