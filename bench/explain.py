@@ -3,10 +3,12 @@
     DATABASE_URL=postgres://user@host/db .venv/bin/python bench/explain.py
     .venv/bin/python bench/explain.py              # the SQLite file under var/
     .venv/bin/python bench/explain.py -k last_run  # only the queries whose name matches
+    .venv/bin/python bench/explain.py --read-only  # skip finish_run, append_log, purge
 
 The queries, their arguments (read from the data: the busiest skill, a nested run, ...) and
 the verdicts are the ones tests/test_query_plans.py checks (runs/query_catalog.py). Each
-query runs in a transaction that is rolled back, the purge included. The database needs
+query runs in a transaction that is rolled back, the purge included (on a live database,
+--read-only skips the three that lock rows while they run). The database needs
 some history, and its statistics (ANALYZE) for PostgreSQL to plan as it will in production.
 Exits 1 when a plan scans or sorts a whole table.
 """
@@ -23,6 +25,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", "--only", default="", help="queries whose name contains this")
     parser.add_argument("--no-sql", action="store_true", help="plans only, not the statements")
+    parser.add_argument(
+        "--read-only", action="store_true", help="skip the queries that write (rolled back)"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +49,7 @@ def main() -> int:
     print()
     failed = []
     for query in QUERIES:
-        if args.only not in query.name:
+        if args.only not in query.name or (args.read_only and query.writes):
             continue
         statements = explain(query, sample)
         verdict = "OK" if not any(s.problems for s in statements) else "FULL SCAN OR SORT"

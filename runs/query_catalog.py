@@ -23,11 +23,15 @@ What counts as a problem:
   sorts the few rows of a rare value (a bitmap index scan, then a top-N sort) rather than
   walk the ordered index; that passes when the sort's input is bounded by an index
   condition and estimated at most SMALL_SORT rows (well under a millisecond to sort).
+Two entries check a shape as well: count_runs_by_skill must be index-only (it reads every
+run of the skill), and last_run_by_skills one LIMIT 1 index probe on skill_id per skill (a
+correlated subquery), never a read of all of a skill's runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 from collections import Counter
@@ -39,13 +43,16 @@ from django.db import connections, transaction
 
 from . import contract
 from .contract import RunFilter
+from .managers import SkillRunManager
 from .models import SkillRun, SkillRunLog
 from .storage import DjangoStorage
 
 TABLES = frozenset({SkillRun._meta.db_table, SkillRunLog._meta.db_table})
 
-# The purge deletes in batches of ids; a batch is 0.2% of a reference table of 1M runs.
-PURGE_BATCH = 2000
+# The purge deletes in batches of ids (2000 by default): 0.2% of a reference table of 1M runs.
+PURGE_BATCH = (
+    inspect.signature(SkillRunManager.purge_started_before).parameters["batch_size"].default
+)
 REFERENCE_RUNS = 1_000_000
 
 
@@ -127,6 +134,7 @@ class Query:
     derived: tuple[str, ...] = ()
     statements: int = 1
     shape: str = ""  # "" | "index_only" | "probe_per_skill"
+    writes: bool = False  # rolled back, but it locks rows while it runs
 
 
 class _FirstBatchDone(Exception):
@@ -198,10 +206,12 @@ def _catalog() -> list[Query]:
         Query(
             "finish_run",
             lambda st, s: st.finish_run(s.run_id, contract.RunStats(status=contract.STATUS_OK)),
+            writes=True,
         ),
         Query(
             "append_log",  # locks the run by primary key, then inserts (not explained)
             lambda st, s: st.append_log(contract.SkillRunLog(run_id=s.run_id, sequence=10**9)),
+            writes=True,
         ),
         Query("get_run", lambda st, s: st.get_run(s.run_id)),
         Query("list_logs_by_run", lambda st, s: st.list_logs_by_run(s.run_id)),
@@ -292,6 +302,7 @@ def _catalog() -> list[Query]:
             "purge_older_than: one batch",
             _first_purge_batch,
             statements=3,  # the batch's ids, its logs, its runs
+            writes=True,
         ),
     ]
     return queries

@@ -116,7 +116,10 @@ def _gather_statistics() -> None:
 
 
 def _forget_statistics() -> None:
-    """SQLite: back to no statistics (sqlite_stat1 cannot be dropped, only emptied)."""
+    """SQLite: back to no statistics (sqlite_stat1 cannot be dropped, only emptied).
+
+    PostgreSQL: fresh statistics, so later tests do not plan for rows that are gone.
+    """
     if connection.vendor != "sqlite":
         _gather_statistics()
         return
