@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
+from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -52,7 +54,8 @@ DEFAULT_LOG_PAGE = 100
 MAX_LOG_PAGE = 1000
 # Per call to list_finished_runs_before: its limit is a plain cap, possibly huge.
 FINISHED_PAGE = contract.MAX_LIMIT
-MAX_SKILLS = 1000
+# Below Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1000 parameters in all).
+MAX_SKILLS = 500
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 
 WRITE_RUNS = ["runs.add_skillrun", "runs.change_skillrun"]
@@ -115,12 +118,23 @@ BAD_REQUEST = OpenApiResponse(
 NOT_LOGGED_IN = _message("no valid token or session")
 FORBIDDEN = _message("missing permission (or CSRF token, for a session)")
 NOT_FOUND = _message("no such run")
-READ_ERRORS = {400: BAD_REQUEST, 401: NOT_LOGGED_IN, 403: FORBIDDEN}
+# gunicorn itself answers 414 (in HTML) to a request line over 4094 bytes.
+TOO_LONG = OpenApiResponse(description="URL too long for the server (gunicorn: 4094 bytes)")
+READ_ERRORS = {
+    400: BAD_REQUEST,
+    401: NOT_LOGGED_IN,
+    403: FORBIDDEN,
+    (414, "text/html"): TOO_LONG,
+}
 WRITE_ERRORS = {
     **READ_ERRORS,
     413: _message("body too large"),
     415: _message("the body must be application/json"),
 }
+
+
+def not_found(request, *args, **kwargs):
+    return JsonResponse({"detail": "no such endpoint (API paths end with a slash)"}, status=404)
 
 
 # --- request bodies ----------------------------------------------------------------------
@@ -301,6 +315,12 @@ class ApiView(APIView):
     queryset = SkillRun.objects.all()
     storage = DjangoStorage()
 
+    def handle_exception(self, exc):
+        # Django refuses some requests itself (thousands of parameters): answer in JSON.
+        if isinstance(exc, SuspiciousOperation):
+            exc = BadInput(str(exc) or "bad request")
+        return super().handle_exception(exc)
+
 
 class RunListView(ApiView):
     @extend_schema(
@@ -471,14 +491,6 @@ class RunFinishView(ApiView):
         return Response(s.RunSerializer(load_run(run_id)).data)
 
 
-def _runs_or_summaries(name: str) -> PolymorphicProxySerializer:
-    return PolymorphicProxySerializer(
-        component_name=name,
-        serializers=[s.RunSummaryPageSerializer, s.RunPageSerializer],
-        resource_type_field_name=None,
-    )
-
-
 class RunChainView(ApiView):
     @extend_schema(
         operation_id="runs_chain",
@@ -486,7 +498,7 @@ class RunChainView(ApiView):
         description="At most 32 runs; stops at a parent that is no longer stored and at a "
         "repeated run (cycles in corrupted data). `next_cursor` and `next` are always null.",
         parameters=[RUN_ID, FULL],
-        responses={200: _runs_or_summaries("Chain"), 404: NOT_FOUND, **READ_ERRORS},
+        responses={200: s.RunsOrSummariesPageSerializer, 404: NOT_FOUND, **READ_ERRORS},
     )
     def get(self, request, run_id):
         check_query(request, ("full",))
@@ -507,7 +519,7 @@ class RunChildrenView(ApiView):
         description="Children outlive a purged parent: they are listed whether or not the "
         "parent is still stored, so an unknown id gives an empty page, not a 404.",
         parameters=[RUN_ID, FULL, CURSOR, PAGE_SIZE],
-        responses={200: _runs_or_summaries("Children"), **READ_ERRORS},
+        responses={200: s.RunsOrSummariesPageSerializer, **READ_ERRORS},
     )
     def get(self, request, run_id):
         check_query(request, ("full", "cursor", "page_size"))

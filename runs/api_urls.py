@@ -4,18 +4,17 @@ Run ids may contain any character, "/" included: the routes with a suffix come b
 bare run route so that their greedy <runid:run_id> takes everything before the suffix.
 """
 
-from django.urls import path, register_converter
+from django.urls import path, re_path, register_converter
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 from . import api
 
 
-
 class RunIdConverter:
     """Any non-empty text: Django's <path:> cannot match an id with a newline in it."""
 
-    regex = "(?s:.+)"
+    regex = r"[\s\S]+"
 
     def to_python(self, value):
         return value
@@ -81,4 +80,6 @@ urlpatterns = [
         SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiYamlRenderer]),
         name="schema",
     ),
+    # Everything else under /api/ is a JSON 404, not the site's HTML page.
+    re_path(r"[\s\S]*", api.not_found, name="not-found"),
 ]

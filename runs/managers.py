@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, TextField
+from django.db.models import Exists, F, OuterRef, Q, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
@@ -168,33 +168,47 @@ class SkillRunQuerySet(models.QuerySet):
         """The exact count up to ``cap`` + 1; never counts more rows than that.
 
         Only the key is selected inside: previews and other annotations are not computed
-        for the rows counted.
+        for the rows counted. In the list's own order, so it walks the list's index.
         """
-        return self.order_by().values("pk")[: cap + 1].count()
+        return self.newest_first().values("pk")[: cap + 1].count()
 
     def status_counts_by_skill(
         self, since: datetime, recent_since: datetime
     ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
         """({skill: {status: n}} since ``since``, the same since ``recent_since``).
 
-        One pass over an index range of started_at, counting both windows at once.
+        One pass over the started_at range of runs_started, counting both windows at once.
+        The subquery is ordered on SQLite only: without statistics SQLite otherwise reads
+        all of runs_skill_status, which hands it rows already grouped; PostgreSQL would
+        sort for nothing.
         """
-        rows = (
-            self.filter(started_at__gte=min(since, recent_since))
-            .order_by()
-            .values_list("skill_id", "status")
-            .annotate(
-                n=Count("id", filter=Q(started_at__gte=since)),
-                recent=Count("id", filter=Q(started_at__gte=recent_since)),
-            )
-        )
+        table = self.model._meta.db_table
+        connection = connections[self.db]
+        order = "ORDER BY started_at DESC" if connection.vendor == "sqlite" else ""
+        sql = f"""
+            SELECT status, skill_id,
+                   SUM(CASE WHEN started_at >= %s THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN started_at >= %s THEN 1 ELSE 0 END)
+            FROM (
+                SELECT status, skill_id, started_at FROM {table}
+                WHERE started_at >= %s {order}
+            ) recent
+            GROUP BY status, skill_id
+        """
+        window = min(since, recent_since)
+        params = [
+            connection.ops.adapt_datetimefield_value(value)
+            for value in (since, recent_since, window)
+        ]
         counts: dict[str, dict[str, int]] = {}
         recent: dict[str, dict[str, int]] = {}
-        for skill_id, status, n, n_recent in rows:
-            if n:
-                counts.setdefault(skill_id, {})[status] = n
-            if n_recent:
-                recent.setdefault(skill_id, {})[status] = n_recent
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for status, skill_id, n, n_recent in cursor.fetchall():
+                if n:
+                    counts.setdefault(skill_id, {})[status] = int(n)
+                if n_recent:
+                    recent.setdefault(skill_id, {})[status] = int(n_recent)
         return counts, recent
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from django.core.validators import ProhibitNullCharactersValidator
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -353,8 +353,21 @@ class RunSummaryPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True, help_text="the next page's URL, or null")
 
 
-class RunPageSerializer(serializers.Serializer):
-    results = RunSerializer(many=True)
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="RunOrSummary",
+        serializers=[RunSummarySerializer, RunSerializer],
+        resource_type_field_name=None,
+    )
+)
+class RunOrSummaryField(serializers.Field):
+    """Documents results that are summaries, or whole runs with ?full=1."""
+
+
+class RunsOrSummariesPageSerializer(serializers.Serializer):
+    results = serializers.ListField(
+        child=RunOrSummaryField(), help_text="summaries; whole runs with full=1"
+    )
     next_cursor = serializers.CharField(allow_null=True)
     next = serializers.URLField(allow_null=True)
 
@@ -464,7 +477,9 @@ class FinishedPosition(StrictSerializer):
 
 class FinishedBeforeRequest(StrictSerializer):
     cutoff = AwareDateTimeField()
-    limit = limit_field(help_text="a plain cap: <= 0 returns no runs; not clamped to 500")
+    limit = StrictIntegerField(
+        bits=None, help_text="a plain cap: <= 0 returns no runs; not clamped to 500"
+    )
     after = FinishedPosition(
         required=False,
         allow_null=True,

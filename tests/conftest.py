@@ -32,10 +32,11 @@ def http_storage(request, transactional_db, django_user_model):
 
     from runs.client import HttpStorage
 
-    # Requested here rather than by name, so pytest-django's helper does not do this.
     server = request.getfixturevalue("live_server")
-    server._live_server_modified_settings.enable()
-    request.addfinalizer(server._live_server_modified_settings.disable)
+    if "live_server" not in request.node.fixturenames:
+        # pytest-django's helper does this only for tests that name live_server.
+        server._live_server_modified_settings.enable()
+        request.addfinalizer(server._live_server_modified_settings.disable)
     user = django_user_model.objects.create_user("api-client")
     codenames = ["view_skillrun", "add_skillrun", "change_skillrun", "delete_skillrun"]
     codenames += ["add_skillrunlog", "delete_skillrunlog"]
