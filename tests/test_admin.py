@@ -328,7 +328,7 @@ def test_staff_can_fix_a_run(admin_client):
         ({"inputs": '"text"'}, "inputs", "must be a JSON object"),
         ({"inputs": "[" * 100_000 + "]" * 100_000}, "inputs", "nested too deeply"),
         # Parses, but too deep to write back safely.
-        ({"inputs": '{"a":' * 900 + "1" + "}" * 900}, "inputs", "more than 200 levels"),
+        ({"inputs": '{"a":' * 900 + "1" + "}" * 900}, "inputs", "nested too deeply"),
         ({"inputs": '{"a":' * 201 + "1" + "}" * 201}, "inputs", "more than 200 levels"),
         ({"inputs": '{"x": NaN}'}, "inputs", "NaN"),
         (
