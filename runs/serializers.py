@@ -33,14 +33,20 @@ MAX_BATCH_EVENTS = 10_000
 
 
 def json_depth_exceeds(value, limit: int) -> bool:
-    """Whether containers nest deeper than ``limit`` (iterative: no recursion limit)."""
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
+    """Whether containers nest deeper than ``limit``: level by level, no recursion."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    containers = (dict, list)
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, containers):
+                    below.append(child)
+        level = below
     return False
 
 
@@ -325,6 +331,50 @@ class LogEventSerializer(StrictSerializer):
     created_at = AwareDateTimeField(
         required=False, allow_null=True, default=None, help_text="defaults to now"
     )
+
+    def to_internal_value(self, data):
+        # Batches hold thousands of events: a valid one takes this direct path (about a
+        # tenth of DRF's per-field cost); anything else gets the fields' own checks and
+        # messages below.
+        fast = _valid_event(data)
+        if fast is not None:
+            return fast
+        return super().to_internal_value(data)
+
+
+_EVENT_KEYS = frozenset(("sequence", "event_type", "payload", "created_at"))
+_DATETIME = AwareDateTimeField()
+
+
+def _valid_event(data) -> dict | None:
+    """The validated event when ``data`` is plainly valid, else None."""
+    if type(data) is not dict or not data.keys() <= _EVENT_KEYS:
+        return None
+    sequence = data.get("sequence")
+    if type(sequence) is not int or not INT64[0] <= sequence <= INT64[1]:
+        return None
+    event_type = data.get("event_type", "")
+    if type(event_type) is not str or len(event_type) > contract.EVENT_TYPE_MAX_LENGTH:
+        return None
+    payload = data.get("payload")
+    if payload is None:
+        payload = {}
+    elif type(payload) is not dict or json_depth_exceeds(payload, MAX_JSON_DEPTH):
+        return None
+    created_at = data.get("created_at")
+    if created_at is not None:
+        if type(created_at) is not str:
+            return None
+        try:
+            created_at = _DATETIME.to_internal_value(created_at)
+        except serializers.ValidationError:
+            return None
+    return {
+        "sequence": sequence,
+        "event_type": event_type,
+        "payload": payload,
+        "created_at": created_at,
+    }
 
 
 class LogBatchSerializer(StrictSerializer):

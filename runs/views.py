@@ -107,6 +107,7 @@ def run_list(request):
         "paged": bool(after or before),
         "stale_before": timezone.now() - stale_after(),
         "filtered": bool(filterset.active()),
+        "query_params": list(request.GET.items()),
     }
     context["nav"] = "runs"
     return render(request, "runs/run_list.html", context)
@@ -283,8 +284,6 @@ def run_tree(request, run_id):
     )
     length = max((end - root.run.started_at).total_seconds(), 0.0)
     nodes = presentation.flatten_tree(root, root.run.started_at, length)
-    for node in nodes:
-        node.close_range = range(node.closes)
     context = {
         "run": run,
         "root": root.run,

@@ -3,14 +3,15 @@
 Each step runs one contract call on both storages and compares the results, or the types
 of the exceptions raised. Writes draw from small pools of ids, skills, callers, channels
 and statuses (with NUL, surrogates, too-long values and case variants in them) so that
-duplicates, ties, cycles and purges happen often. "Now" is pinned to a clock that the
-machine moves, so that finished_at and default times are the same in both storages and
-can be compared exactly.
+duplicates, ties, cycles and purges happen often, and time bounds are mostly the exact
+times of stored runs (or one microsecond off) so that every boundary is hit. "Now" is a
+clock that the machine moves, so finished_at and the default times are the same in both
+storages and are compared exactly.
 
 Every example starts from empty tables: the machine deletes all rows when it is built.
-All examples of one test run inside pytest-django's test transaction, which is rolled
-back at the end; each Django call runs in a savepoint, so that a failing statement undoes
-only itself, as it would in autocommit.
+All examples of the test run inside pytest-django's test transaction, rolled back at the
+end; each Django call runs in a savepoint, so a failing statement undoes only itself, as
+it would in autocommit.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from runs.models import SkillRunLog as SkillRunLogModel
 from runs.storage import DjangoStorage
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+US = timedelta(microseconds=1)
 ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+NAIVE = datetime(2024, 5, 1, 12, 0, 10)
 
-# Pools: small, so that repeats are common; with values that clean to the same text
+# Small pools, so that repeats are common; with values that clean to the same text
 # ("r\x00" and "r\ufffd"), differ only in case, sit on or over a length limit, or are empty.
 RUN_IDS = [*(f"r{i}" for i in range(8)), "R1", "r\x00", "r\ufffd", "x" * 64]
 BAD_RUN_IDS = ["y" * 65, ""]
@@ -57,7 +60,6 @@ EVENTS = [*EVENT_TYPES, ""]
 LIMITS = [-1, 0, 1, 2, 3, 5, 50, 500, 501, 2**63]
 
 
-
 def mostly(common, rare, one_in=10):
     """Draws from `common`, and from `rare` about once in `one_in` draws."""
     return st.integers(1, one_in).flatmap(lambda n: rare if n == 1 else common)
@@ -67,28 +69,23 @@ text = st.text(
     alphabet=st.sampled_from(["a", "Z", " ", "\x00", "\ud800", "\udfff", "\u00e9", "\U0001f600"]),
     max_size=6,
 )
-# Seconds around T0, with microsecond neighbours: many ties, and boundaries hit exactly.
-
-
-def instants_between(first: int, last: int):
-    return st.builds(
-        lambda seconds, micros, zone: (
-            T0 + timedelta(seconds=seconds, microseconds=micros)
-        ).astimezone(zone),
-        st.integers(first, last),
-        st.sampled_from([0, 0, 0, 1, -1]),
-        st.sampled_from(ZONES),
-    )
-
-
-instants = instants_between(-3, 40)
-NAIVE = datetime(2024, 5, 1, 12, 0, 10)
+# Seconds around T0 with microsecond neighbours, in several zones: many ties.
+instants = st.builds(
+    lambda seconds, micros, zone: (T0 + timedelta(seconds=seconds, microseconds=micros)).astimezone(
+        zone
+    ),
+    st.integers(-3, 40),
+    st.sampled_from([0, 0, 0, 1, -1]),
+    st.sampled_from(ZONES),
+)
 times = mostly(instants, st.just(NAIVE))
+# Terminal statuses the rules care most about come up more often than the others.
+statuses = mostly(st.sampled_from(["ok", "dry_run", "error"]), st.sampled_from(STATUSES), 2)
 json_leaves = (
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
-    # jsonb prints numbers in full, so a float of 1e16 or more comes back as an int.
+    # jsonb prints numbers in full, so a float of 1e16 or more would come back as an int.
     | st.floats(min_value=-1e15, max_value=1e15, allow_nan=False)
     | text
 )
@@ -100,22 +97,10 @@ json_values = st.recursive(
 json_objects = st.dictionaries(text, json_values, max_size=3) | st.none()
 json_objects_or_nan = mostly(json_objects, st.just({"bad": [float("nan")]}))
 offsets = mostly(st.sampled_from([-1, 0, 0, 1, 2]), st.sampled_from([3, 7, 2**62, 2**63]), 4)
-# Purges mostly keep the newer runs, so that reads after them still find something.
-purge_times = mostly(instants_between(-3, 12), st.just(NAIVE))
+limits = st.sampled_from(LIMITS)
 # Small, then anything a column holds, then rarely beyond it (refused with ValueError).
 counts = mostly(st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1), st.integers(-(2**40), 2**40))
 tokens = mostly(st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1), st.integers(-(2**70), 2**70))
-filters = st.builds(
-    RunFilter,
-    status=mostly(st.just(""), st.sampled_from(STATUSES), one_in=3),
-    skill_id=mostly(st.just(""), st.sampled_from(SKILLS), one_in=3),
-    caller_id=mostly(st.just(""), st.sampled_from(CALLERS), one_in=3),
-    channel_id=mostly(st.just(""), st.sampled_from(CHANNELS), one_in=3),
-    top_level_only=st.booleans(),
-    include_dry_run=st.booleans(),
-    since=mostly(st.none(), times, one_in=3),
-    until=mostly(st.none(), times, one_in=3),
-)
 
 seed_runs = st.lists(
     st.fixed_dictionaries(
@@ -126,7 +111,7 @@ seed_runs = st.lists(
             "channel": st.sampled_from(CHANNELS),
             "started_at": instants,
             "parent": st.sampled_from(["", "ghost", *RUN_IDS]),
-            "status": st.none() | st.sampled_from(STATUSES),
+            "status": st.none() | statuses,
             # Repeats on purpose: a repeated sequence is a Conflict.
             "log_sequences": st.lists(st.integers(0, 3), max_size=4),
         }
@@ -163,6 +148,12 @@ def assert_utc_everywhere(value) -> None:
             assert_utc_everywhere(getattr(value, name, None))
 
 
+def everything(storage):
+    """The whole state: every run, dry runs too, with its logs."""
+    runs = storage.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
+    return [(run, storage.list_logs_by_run(run.id)) for run in runs]
+
+
 class StorageComparison(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -171,7 +162,7 @@ class StorageComparison(RuleBasedStateMachine):
         CLOCK.now = T0 + timedelta(seconds=10)
         self.memory = MemoryStorage()
         self.django = DjangoStorage()
-        # Cleaned ids that start_run accepted: parents and lookups are drawn from these too.
+        # Cleaned ids that start_run accepted: lookups and parents are drawn from these too.
         self.started: set[str] = set()
 
     def both(self, call):
@@ -205,11 +196,43 @@ class StorageComparison(RuleBasedStateMachine):
             pool = mostly(st.sampled_from(sorted(self.started)), pool, one_in=4)
         return data.draw(mostly(pool, st.sampled_from(BAD_RUN_IDS)), label="run_id")
 
+    def bound(self, data, field: str) -> datetime:
+        """Mostly a time a stored run has in `field` (or 1 µs off), in some zone."""
+        runs = self.memory.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
+        stored = sorted({getattr(run, field) for run in runs} - {None})
+        if not stored:
+            return data.draw(times, label=field)
+        exact = st.builds(
+            lambda value, nudge, zone: (value + nudge).astimezone(zone),
+            st.sampled_from(stored),
+            st.sampled_from([timedelta(0), timedelta(0), US, -US]),
+            st.sampled_from(ZONES),
+        )
+        return data.draw(mostly(exact, times, one_in=4), label=field)
+
+    def run_filter(self, data) -> RunFilter:
+        def maybe(pool):
+            return data.draw(mostly(st.just(""), st.sampled_from(pool), one_in=3))
+
+        def maybe_bound():
+            return self.bound(data, "started_at") if data.draw(st.booleans()) else None
+
+        return RunFilter(
+            status=data.draw(mostly(st.just(""), statuses, one_in=3)),
+            skill_id=maybe(SKILLS),
+            caller_id=maybe(CALLERS),
+            channel_id=maybe(CHANNELS),
+            top_level_only=data.draw(st.booleans()),
+            include_dry_run=data.draw(st.booleans()),
+            since=maybe_bound(),
+            until=maybe_bound(),
+        )
+
     # --- writes and time -------------------------------------------------------------
 
     @initialize(runs=seed_runs)
     def seed(self, runs):
-        """Some runs (a few finished) to start from, so that the reads find rows."""
+        """Some runs, with logs, a few finished, so that the reads find rows from step one."""
         for number, spec in enumerate(runs):
             run = SkillRun(
                 id=spec["run_id"],
@@ -231,7 +254,7 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        # Unlike other rules, mostly ids that may be new.
+        # Unlike the other rules, mostly ids that may be new.
         run_id=mostly(st.sampled_from(RUN_IDS), st.sampled_from(BAD_RUN_IDS)),
         skill=st.sampled_from(SKILLS),
         caller=st.sampled_from(CALLERS),
@@ -283,7 +306,7 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        status=st.sampled_from(STATUSES),
+        status=statuses,
         output=text,
         error=text,
         tool_calls=counts,
@@ -334,11 +357,12 @@ class StorageComparison(RuleBasedStateMachine):
         )
         self.both(lambda s: s.append_log(entry))
 
-    @rule(t=purge_times)
-    def purge_older_than(self, t):
+    @rule(data=st.data())
+    def purge_older_than(self, data):
+        t = self.bound(data, "started_at")
         self.both(lambda s: s.purge_older_than(t))
 
-    @rule(step=st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(seconds=3)]))
+    @rule(step=st.sampled_from([timedelta(0), US, timedelta(seconds=3)]))
     def tick(self, step):
         CLOCK.now += step
 
@@ -354,33 +378,30 @@ class StorageComparison(RuleBasedStateMachine):
         run_id = self.run_id(data)
         self.both(lambda s: s.list_logs_by_run(run_id))
 
-    @rule(skill=st.sampled_from(SKILLS), limit=st.sampled_from(LIMITS))
+    @rule(skill=st.sampled_from(SKILLS), limit=limits)
     def list_runs_by_skill(self, skill, limit):
         self.both(lambda s: s.list_runs_by_skill(skill, limit))
 
-    @rule(
-        skill=st.sampled_from(SKILLS),
-        offset=offsets,
-        limit=st.sampled_from(LIMITS),
-        include_dry_run=st.booleans(),
-    )
-    def list_runs_by_skill_paginated(self, skill, offset, limit, include_dry_run):
-        self.both(lambda s: s.list_runs_by_skill_paginated(skill, offset, limit, include_dry_run))
+    @rule(skill=st.sampled_from(SKILLS), offset=offsets, limit=limits, dry=st.booleans())
+    def list_runs_by_skill_paginated(self, skill, offset, limit, dry):
+        self.both(lambda s: s.list_runs_by_skill_paginated(skill, offset, limit, dry))
 
     @rule(skill=st.sampled_from(SKILLS), include_dry_run=st.booleans())
     def count_runs_by_skill(self, skill, include_dry_run):
         self.both(lambda s: s.count_runs_by_skill(skill, include_dry_run))
 
-    @rule(caller=st.sampled_from(CALLERS), limit=st.sampled_from(LIMITS))
+    @rule(caller=st.sampled_from(CALLERS), limit=limits)
     def list_runs_by_caller(self, caller, limit):
         self.both(lambda s: s.list_runs_by_caller(caller, limit))
 
-    @rule(f=filters, offset=offsets, limit=st.sampled_from(LIMITS))
-    def list_runs_filtered(self, f, offset, limit):
+    @rule(data=st.data(), offset=offsets, limit=limits)
+    def list_runs_filtered(self, data, offset, limit):
+        f = self.run_filter(data)
         self.both(lambda s: s.list_runs_filtered(f, offset, limit))
 
-    @rule(f=filters)
-    def count_runs_filtered(self, f):
+    @rule(data=st.data())
+    def count_runs_filtered(self, data):
+        f = self.run_filter(data)
         self.both(lambda s: s.count_runs_filtered(f))
 
     @rule(data=st.data())
@@ -393,32 +414,27 @@ class StorageComparison(RuleBasedStateMachine):
         run_id = self.run_id(data)
         self.both(lambda s: s.walk_parent_chain(run_id))
 
-    @rule(cutoff=times, limit=st.sampled_from(LIMITS))
-    def list_finished_runs_before(self, cutoff, limit):
+    @rule(data=st.data(), limit=limits)
+    def list_finished_runs_before(self, data, limit):
+        cutoff = self.bound(data, "finished_at")
         self.both(lambda s: s.list_finished_runs_before(cutoff, limit))
 
     @rule(
-        skills=st.lists(st.sampled_from(SKILLS + ["never-run"]), max_size=4),
+        skills=st.lists(st.sampled_from([*SKILLS, "never-run"]), max_size=4),
         include_failed=st.booleans(),
     )
     def last_run_by_skills(self, skills, include_failed):
         self.both(lambda s: s.last_run_by_skills(skills, include_failed))
 
     @rule()
-    def everything(self):
-        """The whole state: every run, dry runs too, with its logs."""
+    def compare_everything(self):
         self.both(everything)
 
     def teardown(self):
-        self.everything()
+        self.compare_everything()
 
 
-def everything(storage):
-    runs = storage.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
-    return [(run, storage.list_logs_by_run(run.id)) for run in runs]
-
-
-# About a minute per database on the 2-core machines (see the report in the PR).
+# About a minute per database on the 2-core machines.
 MACHINE_SETTINGS = settings(
     max_examples=100,
     stateful_step_count=40,

@@ -479,9 +479,7 @@ def test_pages_through_ties_without_gaps_or_repeats(storage):
         storage.list_runs_by_skill_paginated("skill-a", offset, 1, False)[0].id
         for offset in range(len(NEWEST_FIRST))
     ]
-    filtered = [
-        storage.list_runs_filtered(RunFilter(), offset, 3) for offset in range(0, 8, 3)
-    ]
+    filtered = [storage.list_runs_filtered(RunFilter(), offset, 3) for offset in range(0, 8, 3)]
     assert by_skill == NEWEST_FIRST
     assert [run.id for page in filtered for run in page] == NEWEST_FIRST
 
@@ -530,9 +528,7 @@ PAGED = {
     "list_runs_by_skill_paginated": lambda s, offset, limit: s.list_runs_by_skill_paginated(
         "skill-a", offset, limit, False
     ),
-    "list_runs_filtered": lambda s, offset, limit: s.list_runs_filtered(
-        RunFilter(), offset, limit
-    ),
+    "list_runs_filtered": lambda s, offset, limit: s.list_runs_filtered(RunFilter(), offset, limit),
 }
 
 
@@ -1000,9 +996,7 @@ def test_nul_and_surrogates_are_replaced_in_stats_and_logs(storage):
     storage.finish_run("r1", RunStats(status="st" + DIRTY, output="o" + DIRTY, error=DIRTY))
     run = storage.get_run("r1")
     assert (run.status, run.output, run.error) == ("st" + CLEAN, "o" + CLEAN, CLEAN)
-    storage.append_log(
-        log("r1", 1, "ev" + DIRTY, {DIRTY: {"inner" + DIRTY: [DIRTY, 1, None]}}, T0)
-    )
+    storage.append_log(log("r1", 1, "ev" + DIRTY, {DIRTY: {"inner" + DIRTY: [DIRTY, 1, None]}}, T0))
     assert storage.list_logs_by_run("r1") == [
         SkillRunLog("r1", 1, "ev" + CLEAN, {CLEAN: {"inner" + CLEAN: [CLEAN, 1, None]}}, T0)
     ]
