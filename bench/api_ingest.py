@@ -198,13 +198,18 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "database": vendor,
+        # Other work on the machine slows every figure: the load says how busy it was.
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "payload_bytes": len(json.dumps(payload(0))),
         "figures": figures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"api-ingest-{vendor}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{vendor}: events recorded per second ({result['payload_bytes']}-byte payloads)")
+    print(
+        f"{vendor}: events recorded per second ({result['payload_bytes']}-byte payloads, "
+        f"load average {result['load_average_1m']})"
+    )
     print("| path | events | seconds | events/s |")
     print("|---|--:|--:|--:|")
     for name, figure in figures.items():

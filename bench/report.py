@@ -27,18 +27,39 @@ PURGE_ROWS_PER_S = 200_000
 PURGE_FLAT_MB = 10  # more deleted may cost at most this much more peak memory
 
 
-def load() -> tuple[list[dict], list[dict], list[dict]]:
-    runs, generated, purges = [], [], []
+def load() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """Results of run.py, generate.py, purge.py, and other scripts' (``script`` + ``figures``)."""
+    runs, generated, purges, others = [], [], [], []
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if path.name.startswith("generate-"):
             generated.append(data)
         elif path.name.startswith("purge-"):
             purges.append(data)
-        else:
+        elif "meta" in data and "sections" in data:
             runs.append(data)
+        elif "script" in data and "figures" in data:
+            others.append(data)
     runs.sort(key=lambda r: (r["meta"]["vendor"] != "postgresql", -r["meta"]["runs"]))
-    return runs, generated, purges
+    return runs, generated, purges, others
+
+
+def other_section(other: dict) -> list[str]:
+    """Figures another bench script recorded (e.g. bench/api_ingest.py), as a table."""
+    figures = other["figures"]
+    columns = sorted({key for row in figures.values() for key in row})
+    out = [
+        "",
+        f"## `{other['script']}` on {other.get('database', '?')} ({other.get('date', '?')})",
+        "",
+        "| figure | " + " | ".join(columns) + " |",
+        "|---|" + "--:|" * len(columns),
+    ]
+    for name, row in figures.items():
+        cells = [f"{row[c]:,}" if isinstance(row.get(c), int | float) else str(row.get(c, "—"))
+                 for c in columns]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
 
 
 def ms(value, digits: int = 2) -> str:
@@ -216,7 +237,8 @@ def dataset_section(run: dict) -> list[str]:
     out = [f"## {title(meta)}", ""]
     out += [
         f"Database `{meta['database_name']}` ({meta['database']}); {meta['top_level_runs']:,} "
-        f"top-level runs; measured {meta['date']} in {meta['duration_s']} s, {meta['repeat']} "
+        f"top-level runs; code {meta.get('commit', 'unknown')}; measured {meta['date']} in "
+        f"{meta['duration_s']} s, {meta['repeat']} "
         f"timed calls per figure after 2 warm-up calls; load average before "
         f"{meta['load_average_before']}, after {meta['load_average_after']}.",
         "",
@@ -328,7 +350,7 @@ def failing_details(run: dict) -> list[str]:
 
 
 def write() -> None:
-    runs, generated, purges = load()
+    runs, generated, purges, others = load()
     out = [
         "# Benchmark results",
         "",
@@ -396,6 +418,8 @@ def write() -> None:
         ]
     if purges:
         out += purge_section(purges)
+    for other in others:
+        out += other_section(other)
     for run in runs:
         out += [""] + dataset_section(run)
     details = [line for run in runs for line in failing_details(run)]

@@ -378,10 +378,25 @@ class Bench:
             "quick": self.quick,
             "machine": machine(),
             "python": platform.python_version(),
+            "commit": commit(),
             "django": django.get_version(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after],
         }
+
+
+def commit() -> str:
+    """The checked-out commit, and whether the code measured differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "runs", "templates", "static", "skillaudit_site"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def machine() -> dict:

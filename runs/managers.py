@@ -164,6 +164,11 @@ class SkillRunQuerySet(models.QuerySet):
             has_children=Exists(child),
         )
 
+    def summary_values(self):
+        """The summary columns as plain dicts: no model instances, no previews or probes
+        (a 1,000-node tree spent most of its time building deferred model objects)."""
+        return self.values(*SUMMARY_FIELDS)
+
     def bounded_count(self, cap: int) -> int:
         """The exact count up to ``cap`` + 1; never counts more rows than that.
 

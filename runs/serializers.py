@@ -356,10 +356,11 @@ def _valid_event(data) -> dict | None:
     event_type = data.get("event_type", "")
     if type(event_type) is not str or len(event_type) > contract.EVENT_TYPE_MAX_LENGTH:
         return None
-    payload = data.get("payload")
-    if payload is None:
-        payload = {}
-    elif type(payload) is not dict or json_depth_exceeds(payload, MAX_JSON_DEPTH):
+    payload = data.get("payload", {})
+    # None stays None, as the field leaves it: the contract stores it as {}.
+    if payload is not None and (
+        type(payload) is not dict or json_depth_exceeds(payload, MAX_JSON_DEPTH)
+    ):
         return None
     created_at = data.get("created_at")
     if created_at is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 from datetime import timedelta
 
 from django.conf import settings
@@ -250,11 +251,12 @@ def build_call_tree(run):
         if room <= 0:
             capped = True
             break
-        kids = list(
-            SkillRun.objects.children_of_any([n.run.id for n in level])
+        kids = [
+            SimpleNamespace(**row)
+            for row in SkillRun.objects.children_of_any([n.run.id for n in level])
             .oldest_first()
-            .summaries()[: room + 1]
-        )
+            .summary_values()[: room + 1]
+        ]
         if len(kids) > room:
             capped, kids = True, kids[:room]
         depth += 1

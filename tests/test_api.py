@@ -814,6 +814,27 @@ def test_batches_have_a_size_limit(writer):
     assert not SkillRunLog.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"sequence": 0},
+        {"sequence": -(2**63), "event_type": "", "payload": None, "created_at": None},
+        {"sequence": 2**63 - 1, "event_type": "e" * 32, "payload": {"a": [{"b": None}]}},
+        {"sequence": 7, "created_at": "2026-11-20T12:00:00.5-08:00"},
+        {"sequence": 7, "created_at": "2026-11-20T12:00:00z", "payload": {"\u0000": "\ud800"}},
+    ],
+)
+def test_the_fast_event_check_agrees_with_the_fields(event, monkeypatch):
+    from runs import serializers
+
+    fast = serializers.LogEventSerializer(data=event)
+    assert fast.is_valid(), fast.errors
+    monkeypatch.setattr(serializers, "_valid_event", lambda data: None)
+    slow = serializers.LogEventSerializer(data=event)
+    assert slow.is_valid(), slow.errors
+    assert fast.validated_data == slow.validated_data
+
+
 def test_events_for_an_unknown_run_are_a_404(writer):
     response = post_json(writer, run_url("ghost", "logs"), {"events": [{"sequence": 1}]})
     assert response.status_code == 404
