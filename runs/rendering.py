@@ -269,3 +269,39 @@ def _event(e, raw_prefix: str) -> str:
         f'<span class="etype">{warn}{esc(e.event_type)}</span>{tool}{pair}'
         f"{_bar(e.bar)}</div>{body}</li>\n"
     )
+
+
+def skill_rows(skills, quiet_days: int) -> SafeString:
+    """The <tr> rows of the skills overview (views.skill_overview's dicts)."""
+    list_url = reverse("runs:run_list")
+    rows = []
+    for skill in skills:
+        runs_of = f"{list_url}?{urlencode({'skill': skill['id'], 'include_nested': 1})}"
+        flags = ""
+        if skill["never_succeeded"]:
+            flags += '<span class="flag bad">never succeeded</span> '
+        if skill["quiet"]:
+            flags += f'<span class="flag warn">no run finished in {int(quiet_days)} days</span>'
+        rows.append(
+            f'<tr><td class="id"><a href="{esc(runs_of)}">{esc(skill["id"])}</a></td>'
+            f"<td>{_when(skill['last_run'], 'never')}</td>"
+            f"<td>{_when(skill['last_ok'], 'never')}</td>"
+            f'<td class="counts">{_status_counts(list_url, skill["id"], skill["day"])}</td>'
+            f'<td class="counts">{_status_counts(list_url, skill["id"], skill["week"])}</td>'
+            f"<td>{flags}</td></tr>\n"
+        )
+    return mark_safe("".join(rows))
+
+
+def _status_counts(list_url: str, skill_id: str, counts) -> str:
+    if not counts:
+        return '<span class="muted">none</span>'
+    parts = []
+    for status, n, known in counts:
+        inner = f"{_badge(status)} {count(n)}"
+        if known:
+            query = urlencode({"skill": skill_id, "status": status, "include_nested": 1})
+            parts.append(f'<a href="{esc(list_url)}?{esc(query)}">{inner}</a>')
+        else:
+            parts.append(f"<span>{inner}</span>")
+    return " ".join(parts)

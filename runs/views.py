@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login

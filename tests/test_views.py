@@ -520,7 +520,7 @@ def test_skills_overview(client, viewer):
     assert "never succeeded" in rows["broken"] and "never succeeded" not in rows["good"]
     assert "no run finished in" in rows["idle"] and "no run finished" not in rows["good"]
     assert html.index(">good<") < html.index(">broken<") < html.index(">idle<")
-    assert "?skill=good&amp;status=error" in html
+    assert "?skill=good&amp;status=error&amp;include_nested=1" in html
 
 
 def test_skills_queries_are_constant(client, viewer):

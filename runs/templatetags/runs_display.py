@@ -11,6 +11,7 @@ register.simple_tag(rendering.badge, name="badge")
 register.simple_tag(rendering.run_rows, name="run_rows")
 register.simple_tag(rendering.tree_items, name="tree_items")
 register.simple_tag(rendering.timeline_items, name="timeline_items")
+register.simple_tag(rendering.skill_rows, name="skill_rows")
 for _filter in (
     rendering.seconds,
     rendering.count,
