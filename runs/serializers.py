@@ -231,8 +231,8 @@ def text(max_length: int | None = None, **kwargs) -> TextField:
 # --- runs -------------------------------------------------------------------------------
 
 
-class RunSummarySerializer(serializers.Serializer):
-    """A run as lists show it: no inputs, and the start of output and error."""
+class RunCoreSerializer(serializers.Serializer):
+    """The summary columns of a run (managers.SUMMARY_FIELDS): no inputs, output, error."""
 
     id = serializers.CharField()
     skill_id = serializers.CharField()
@@ -247,6 +247,11 @@ class RunSummarySerializer(serializers.Serializer):
     total_input_tokens = serializers.IntegerField()
     total_output_tokens = serializers.IntegerField()
     total_thinking_tokens = serializers.IntegerField()
+
+
+class RunSummarySerializer(RunCoreSerializer):
+    """A run as lists show it: the summary columns and the start of output and error."""
+
     output_preview = serializers.CharField(help_text="the first 160 characters of output")
     error_preview = serializers.CharField(help_text="the first 160 characters of error")
     has_children = serializers.BooleanField()
@@ -431,7 +436,7 @@ class LogPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class TreeNodeSerializer(RunSummarySerializer):
+class TreeNodeSerializer(RunCoreSerializer):
     depth = serializers.IntegerField(help_text="0 for the root")
 
 
