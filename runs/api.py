@@ -418,9 +418,9 @@ class RunLogsView(ApiView):
         if not SkillRun.objects.filter(pk=run_id).exists():
             raise exceptions.NotFound("no such run")
         rows = list(
-            SkillRunLog.objects.for_run(run_id).after_sequence(after).with_payload_text()[
-                : limit + 1
-            ]
+            SkillRunLog.objects.for_run(run_id)
+            .after_sequence(after)
+            .with_payload_text()[: limit + 1]
         )
         more, rows = len(rows) > limit, rows[:limit]
         for row in rows:
@@ -828,9 +828,7 @@ class FinishedBeforeView(ContractView):
         rows = with_inputs(list(finished.with_inputs_text()[:page]))
         rows = [run_from_model(row) for row in rows]
         more = len(rows) == page and limit > page
-        position = (
-            {"finished_at": s.iso(rows[-1].finished_at), "id": rows[-1].id} if more else None
-        )
+        position = {"finished_at": s.iso(rows[-1].finished_at), "id": rows[-1].id} if more else None
         return {**runs(rows), "next": position}
 
 

@@ -7,11 +7,13 @@ the last-run probes) are here because the ORM cannot express them as one index p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
 from django.db.models import Exists, F, OuterRef, Q, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
@@ -322,6 +324,30 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             cursor.execute(sql)
             return [row[0] for row in cursor.fetchall()]
 
+    def call_tree(self, root_id: str, cap: int):
+        """Summary values of the runs under ``root_id`` (and itself), at most cap + 1.
+
+        One recursive query walks the children index level by level; UNION (not UNION
+        ALL) drops a run already reached, so a cycle in corrupted data ends the walk, and
+        the LIMIT stops a huge tree early, keeping its upper levels. The predicate is
+        spelled as the runs_children index spells it, or SQLite does not use the index.
+        Unordered: the caller orders the few rows it gets.
+        """
+        table = self.model._meta.db_table
+        tree_ids = RawSQL(
+            f"""
+            WITH RECURSIVE tree(id) AS (
+                SELECT id FROM {table} WHERE id = %s
+                UNION
+                SELECT r.id FROM {table} r JOIN tree ON r.parent_run_id = tree.id
+                WHERE NOT (r.parent_run_id = '')
+            )
+            SELECT id FROM tree LIMIT %s
+            """,
+            [root_id, cap + 1],
+        )
+        return self.filter(pk__in=tree_ids).order_by().summary_values()
+
     # SQLite caps a compound SELECT at 500 terms.
     _SKILLS_PER_QUERY = 200
 
@@ -501,6 +527,9 @@ class SkillRunLogManager(models.Manager.from_queryset(SkillRunLogQuerySet)):
                 missing = run_ids - found
                 if missing:
                     raise contract.NotFound(sorted(missing)[0])
+                if len(logs) > 1 and connections[self.db].vendor == "postgresql":
+                    self._copy(logs)
+                    return
                 self.bulk_create(
                     [
                         self.model(
@@ -515,6 +544,33 @@ class SkillRunLogManager(models.Manager.from_queryset(SkillRunLogQuerySet)):
                 )
         except IntegrityError as exc:
             raise contract.Conflict("a log with that run and sequence already exists") from exc
+
+    def _copy(self, logs: Sequence[contract.SkillRunLog]) -> None:
+        """Insert a batch with COPY (PostgreSQL), inside the caller's transaction.
+
+        About three times faster than bulk_create for 1,000 events: its INSERT ... UNNEST
+        has psycopg escape every JSON text into an array literal. The JSON text is what
+        JSONField would write (json.dumps); a duplicate raises IntegrityError as an INSERT
+        would.
+        """
+        connection = connections[self.db]
+        encoder = self.model._meta.get_field("payload").encoder
+        sql = (
+            f"COPY {connection.ops.quote_name(self.model._meta.db_table)} "
+            "(run_id, sequence, event_type, payload, created_at) FROM STDIN"
+        )
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            with cursor.cursor.copy(sql) as copy:
+                for log in logs:
+                    copy.write_row(
+                        (
+                            log.run_id,
+                            log.sequence,
+                            log.event_type,
+                            json.dumps(log.payload, cls=encoder),
+                            log.created_at,
+                        )
+                    )
 
 
 def _as_utc(value) -> datetime:

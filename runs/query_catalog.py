@@ -313,11 +313,20 @@ def _catalog() -> list[Query]:
         ),
         Query(
             "dashboard: bounded count of the default list",
-            lambda st, s: SkillRun.objects.db_manager(st.using)
-            .matching(RunFilter(top_level_only=True))
-            .bounded_count(1000),
+            lambda st, s: (
+                SkillRun.objects.db_manager(st.using)
+                .matching(RunFilter(top_level_only=True))
+                .bounded_count(1000)
+            ),
             walk_ok=True,
             derived=("subquery",),
+        ),
+        Query(
+            "dashboard: call tree under a run (recursive, capped)",
+            lambda st, s: list(
+                SkillRun.objects.db_manager(st.using).call_tree(s.parent_run_id, 2000)
+            ),
+            derived=("tree",),
         ),
         Query(
             "dashboard: run page timeline",
@@ -513,8 +522,10 @@ def _sqlite_problems(query: Query, sql: str, rows: list[tuple[int, int, str]]) -
         if "AUTOMATIC" in detail:
             found.append(f"index built from a full scan: {detail}")
         grouping = query.shape == "aggregate" and "GROUP BY" in detail
-        if "TEMP B-TREE" in detail and not grouping and (
-            "ORDER BY" not in detail or _LIMITED.search(sql)
+        if (
+            "TEMP B-TREE" in detail
+            and not grouping
+            and ("ORDER BY" not in detail or _LIMITED.search(sql))
         ):
             found.append(f"sort of every matching row: {detail}")
         words = detail.split(" ")

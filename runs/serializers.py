@@ -171,9 +171,7 @@ class AwareDateTimeField(serializers.DateTimeField):
         return iso(value)
 
 
-@extend_schema_field(
-    {"type": "object", "additionalProperties": {}, "description": "a JSON object"}
-)
+@extend_schema_field({"type": "object", "additionalProperties": {}, "description": "a JSON object"})
 class JSONObjectField(serializers.Field):
     """A JSON object of bounded depth; null means {} on input."""
 
@@ -578,4 +576,3 @@ class InitializeResponse(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-

@@ -238,40 +238,39 @@ def _raw_response(text: str, content_type: str) -> HttpResponse:
 
 
 def build_call_tree(run):
-    """The call tree around ``run`` from its root: one query per level, capped."""
+    """The call tree around ``run`` from its root, capped: three queries whatever its size.
+
+    Returns (root node, number of nodes, whether the cap cut it, whether the root's own
+    parent is missing). Cycles in corrupted data are cut where a run repeats.
+    """
     chain = SkillRun.objects.parent_chain(run.id, summaries=True)
     root = chain[0]
+    rows = [SimpleNamespace(**row) for row in SkillRun.objects.call_tree(root.id, TREE_NODE_CAP)]
+    rows.sort(key=lambda row: (row.started_at, row.id))  # children oldest first
+    children: dict[str, list] = {}
+    for row in rows:
+        if row.id != root.id:
+            children.setdefault(row.parent_run_id, []).append(row)
     root_node = presentation.TreeNode(run=root, depth=0)
-    nodes = {root.id: root_node}
+    seen = {root.id}
     level = [root_node]
-    capped = False
-    depth = 0
-    while level and depth < TREE_DEPTH_CAP:
-        room = TREE_NODE_CAP - len(nodes)
-        if room <= 0:
-            capped = True
-            break
-        kids = [
-            SimpleNamespace(**row)
-            for row in SkillRun.objects.children_of_any([n.run.id for n in level])
-            .oldest_first()
-            .summary_values()[: room + 1]
-        ]
-        if len(kids) > room:
-            capped, kids = True, kids[:room]
-        depth += 1
+    capped = len(rows) > TREE_NODE_CAP
+    while level:
         next_level = []
-        for kid in kids:
-            if kid.id in nodes:  # a cycle in corrupted data
-                continue
-            node = presentation.TreeNode(run=kid, depth=depth)
-            nodes[kid.parent_run_id].children.append(node)
-            nodes[kid.id] = node
-            next_level.append(node)
+        for node in level:
+            for kid in children.get(node.run.id, ()):
+                if kid.id in seen or len(seen) >= TREE_NODE_CAP:
+                    capped = capped or kid.id not in seen
+                    continue
+                if node.depth + 1 > TREE_DEPTH_CAP:
+                    capped = True
+                    continue
+                seen.add(kid.id)
+                child = presentation.TreeNode(run=kid, depth=node.depth + 1)
+                node.children.append(child)
+                next_level.append(child)
         level = next_level
-    if level and depth >= TREE_DEPTH_CAP:
-        capped = True
-    return root_node, len(nodes), capped, root.parent_run_id != ""
+    return root_node, len(seen), capped, root.parent_run_id != ""
 
 
 @dashboard_view

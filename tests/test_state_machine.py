@@ -196,29 +196,31 @@ class StorageComparison(RuleBasedStateMachine):
             pool = mostly(st.sampled_from(sorted(self.started)), pool, one_in=4)
         return data.draw(mostly(pool, st.sampled_from(BAD_RUN_IDS)), label="run_id")
 
-    def bound(self, data, field: str) -> datetime:
+    def bound(self, data, field: str, oldest_half: bool = False) -> datetime:
         """Mostly a time a stored run has in `field` (or 1 µs off), in some zone."""
         runs = self.memory.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
         stored = sorted({getattr(run, field) for run in runs} - {None})
+        if oldest_half:
+            stored = stored[: (len(stored) + 1) // 2]
         if not stored:
             return data.draw(times, label=field)
         exact = st.builds(
             lambda value, nudge, zone: (value + nudge).astimezone(zone),
             st.sampled_from(stored),
-            st.sampled_from([timedelta(0), timedelta(0), US, -US]),
+            st.sampled_from([timedelta(0), timedelta(0), timedelta(0), US, -US]),
             st.sampled_from(ZONES),
         )
         return data.draw(mostly(exact, times, one_in=4), label=field)
 
     def run_filter(self, data) -> RunFilter:
         def maybe(pool):
-            return data.draw(mostly(st.just(""), st.sampled_from(pool), one_in=3))
+            return data.draw(mostly(st.just(""), st.sampled_from(pool), one_in=4))
 
         def maybe_bound():
             return self.bound(data, "started_at") if data.draw(st.booleans()) else None
 
         return RunFilter(
-            status=data.draw(mostly(st.just(""), statuses, one_in=3)),
+            status=data.draw(mostly(st.just(""), statuses, one_in=4)),
             skill_id=maybe(SKILLS),
             caller_id=maybe(CALLERS),
             channel_id=maybe(CHANNELS),
@@ -359,7 +361,8 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def purge_older_than(self, data):
-        t = self.bound(data, "started_at")
+        # On the boundaries of the older runs, so that the newer stay for the reads.
+        t = self.bound(data, "started_at", oldest_half=True)
         self.both(lambda s: s.purge_older_than(t))
 
     @rule(step=st.sampled_from([timedelta(0), US, timedelta(seconds=3)]))
