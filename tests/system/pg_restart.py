@@ -57,7 +57,12 @@ def main() -> int:
     env = bench_env(f"postgres://postgres@127.0.0.1:5432/{DB}", secrets.token_urlsafe(50), data_dir)
     env["DJANGO_SUPERUSER_PASSWORD"] = password
     manage = [str(ROOT / ".venv/bin/python"), "manage.py"]
-    setup = (["migrate", "--noinput", "-v0"], ["seed_demo", "--runs", "60"], ["ensure_admin"])
+    setup = (
+        ["migrate", "--noinput", "-v0"],
+        ["collectstatic", "--noinput", "-v0"],
+        ["seed_demo", "--runs", "60"],
+        ["ensure_admin"],
+    )
     for command in setup:
         subprocess.run(manage + command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     failures: list[str] = []
