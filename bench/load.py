@@ -38,7 +38,7 @@ local pages = {}
 local cookie, token, prefix = "", "", ""
 local counter = 0
 local step = 0
-local run_id = nil
+local started = {}
 
 function setup(thread)
   thread:set("id", tostring(math.random(1, 1e9)))
@@ -66,24 +66,28 @@ function request()
   if slot < 7 then
     return page(pages[(counter % #pages) + 1])
   end
-  -- three in ten requests record: start, a batch of events, finish, in turn
+  -- three in ten requests record: start a run, add a batch of events to the run started
+  -- ten starts ago, finish the one started twenty ago (a thread's connections run
+  -- concurrently, so the run just started may not be stored yet)
   step = step % 3 + 1
   if step == 1 then
-    run_id = prefix .. "-" .. id .. "-" .. counter
+    local run_id = prefix .. "-" .. id .. "-" .. counter
+    started[#started + 1] = run_id
     return api("/api/runs/", '{"id": "' .. run_id .. '", "skill_id": "load-test", '
       .. '"caller_id": "wrk", "inputs": {"n": ' .. counter .. '}}')
-  elseif step == 2 then
+  elseif step == 2 and #started > 10 then
     local events = {}
     for s = 1, 10 do
       events[#events + 1] = '{"sequence": ' .. s .. ', "event_type": "step", '
         .. '"payload": {"text": "thinking", "usage": {"input_tokens": 10}}}'
     end
     local batch = '{"events": [' .. table.concat(events, ",") .. ']}'
-    return api("/api/runs/" .. run_id .. "/logs/", batch)
-  else
-    return api("/api/runs/" .. run_id .. "/finish/",
+    return api("/api/runs/" .. started[#started - 10] .. "/logs/", batch)
+  elseif step == 3 and #started > 20 then
+    return api("/api/runs/" .. started[#started - 20] .. "/finish/",
       '{"status": "ok", "output": "done", "tool_calls": 0, "runtime_seconds": 0.5}')
   end
+  return page(pages[(counter % #pages) + 1])
 end
 """
 
