@@ -89,8 +89,54 @@ def make_token(env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids) -> float:
+    """user + system CPU time of these processes (from /proc), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+class CpuMeter:
+    """CPU spent by the gunicorn workers, the PostgreSQL backends and this process.
+
+    The machine may be busy with other work; CPU time per event is what the code costs,
+    whatever else runs beside it.
+    """
+
+    def __init__(self, server: Gunicorn, database_url: str):
+        self.server = server
+        self.database_url = database_url
+
+    def _backends(self) -> list[int]:
+        if not self.database_url.startswith("postgres"):
+            return []
+        import psycopg
+
+        name = urlparse(self.database_url).path.lstrip("/")
+        with psycopg.connect(self.database_url.rsplit("/", 1)[0] + "/postgres") as connection:
+            rows = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [name]
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "server": cpu_seconds(self.server.worker_pids()),
+            "database": cpu_seconds(self._backends()),
+            "client": time.process_time(),
+        }
+
+
 def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, size: int,
-                   tag: str) -> dict:
+                   tag: str, meter: CpuMeter | None = None) -> dict:
     """``clients`` threads, each recording ``runs`` runs of ``batches`` batches of ``size``."""
     for c in range(clients):
         for r in range(runs):
@@ -117,6 +163,7 @@ def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, 
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
+    before = meter.snapshot() if meter else None
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -126,12 +173,26 @@ def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, 
     if errors:
         raise errors[0]
     events = clients * runs * batches * size
-    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+    figure = {
+        "events": events,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+    }
+    if meter:
+        after = meter.snapshot()
+        cpu = {key: after[key] - before[key] for key in after}
+        figure["cpu_ms_per_1000_events"] = {
+            key: round(value / events * 1e6, 1) for key, value in cpu.items()
+        }
+        # What two otherwise idle cores would sustain at this CPU cost per event.
+        figure["events_per_s_on_2_idle_cores"] = round(2 * events / sum(cpu.values()))
+    return figure
 
 
-def recorder(storage, events: int, tag: str) -> dict:
+def recorder(storage, events: int, tag: str, meter: CpuMeter | None = None) -> dict:
     """One run recorded through a Sink: tool calls and results, then close."""
     sink = Sink(storage)
+    before = meter.snapshot() if meter else None
     started = time.perf_counter()
     run = sink.start_run(skill_id="bench", run_id=f"{tag}-recorder")
     for n in range(events // 2):
@@ -141,7 +202,17 @@ def recorder(storage, events: int, tag: str) -> dict:
     elapsed = time.perf_counter() - started
     if sink.failures or run.failures:
         raise RuntimeError(f"the recorder counted {sink.failures + run.failures} failures")
-    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+    figure = {
+        "events": events,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+    }
+    if meter:
+        after = meter.snapshot()
+        figure["cpu_ms_per_event"] = {
+            key: round((after[key] - before[key]) / events * 1000, 2) for key in after
+        }
+    return figure
 
 
 def main() -> None:
@@ -170,15 +241,16 @@ def main() -> None:
     with Gunicorn(env, WORK / "api_ingest_gunicorn.log", workers=2) as server:
         storage = HttpStorage(f"http://127.0.0.1:{server.port}", token, timeout=120)
         storage.initialize()
+        meter = CpuMeter(server, args.database_url)
         # warm-up: connections, imports, the token lookup path
         batch_endpoint(storage, 1, 1, 1, 100, "warm")
         for clients in (1, 2):
             figures[f"batch endpoint, {args.batch}/request, {clients} client(s)"] = (
                 batch_endpoint(storage, clients, args.runs, args.batches, args.batch,
-                               f"b{clients}")
+                               f"b{clients}", meter)
             )
         figures["recorder over HttpStorage (1 request per event)"] = recorder(
-            storage, args.http_events, "http"
+            storage, args.http_events, "http", meter
         )
 
     os.environ.update(env)
@@ -215,6 +287,14 @@ def main() -> None:
     for name, figure in figures.items():
         events, seconds, rate = figure["events"], figure["seconds"], figure["events_per_s"]
         print(f"| {name} | {events:,} | {seconds} | {rate:,} |")
+    for name, figure in figures.items():
+        if "cpu_ms_per_1000_events" in figure:
+            cpu = ", ".join(f"{k} {v} ms" for k, v in figure["cpu_ms_per_1000_events"].items())
+            idle = figure["events_per_s_on_2_idle_cores"]
+            print(f"{name}: CPU per 1,000 events: {cpu} -> {idle:,} events/s on 2 idle cores")
+        if "cpu_ms_per_event" in figure:
+            cpu = ", ".join(f"{k} {v} ms" for k, v in figure["cpu_ms_per_event"].items())
+            print(f"{name}: CPU per event: {cpu}")
     print(f"written to {out.relative_to(ROOT)}")
 
 

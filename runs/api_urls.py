@@ -4,26 +4,11 @@ Run ids may contain any character, "/" included: the routes with a suffix come b
 bare run route so that their greedy <runid:run_id> takes everything before the suffix.
 """
 
-from django.urls import path, re_path, register_converter
+from django.urls import path, re_path
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
-from . import api
-
-
-class RunIdConverter:
-    """Any non-empty text: Django's <path:> cannot match an id with a newline in it."""
-
-    regex = r"[\s\S]+"
-
-    def to_python(self, value):
-        return value
-
-    def to_url(self, value):
-        return value
-
-
-register_converter(RunIdConverter, "runid")
+from . import api, converters  # noqa: F401 (registers <runid:>)
 
 app_name = "api"
 

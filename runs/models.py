@@ -37,7 +37,7 @@ class SkillRun(models.Model):
     status = models.CharField(max_length=contract.STATUS_MAX_LENGTH, choices=Status.choices)
     output = models.TextField(blank=True, default="")
     error = models.TextField(blank=True, default="")
-    tool_calls_count = models.IntegerField(default=0)
+    tool_calls_count = models.BigIntegerField(default=0)
     runtime_seconds = models.FloatField(default=0)
     # A plain string, not a foreign key: a parent may be purged before its children.
     parent_run_id = models.CharField(max_length=contract.ID_MAX_LENGTH, blank=True, default="")

@@ -22,7 +22,6 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import contract
 
-INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 # Deepest JSON value (inputs, payload) the API accepts; 1 is a flat object. Recursive code
 # (cleaning, encoding, the database drivers) must stay far from Python's recursion limit.
@@ -105,10 +104,7 @@ class StrictIntegerField(serializers.IntegerField):
     default_error_messages = {"invalid": "must be an integer"}
 
     def __init__(self, bits: int | None = 64, **kwargs):
-        if bits == 32:
-            kwargs.setdefault("min_value", INT32[0])
-            kwargs.setdefault("max_value", INT32[1])
-        elif bits == 64:
+        if bits == 64:
             kwargs.setdefault("min_value", INT64[0])
             kwargs.setdefault("max_value", INT64[1])
         super().__init__(**kwargs)
@@ -287,7 +283,7 @@ class RunStartSerializer(StrictSerializer):
     started_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     output = text()
     error = text()
-    tool_calls_count = StrictIntegerField(bits=32, required=False, default=0)
+    tool_calls_count = StrictIntegerField(required=False, default=0)
     runtime_seconds = FiniteFloatField(required=False, default=0.0)
     parent_run_id = text(contract.ID_MAX_LENGTH, help_text='"" (the default) for a top-level run')
     total_input_tokens = StrictIntegerField(required=False, default=0)
@@ -304,7 +300,7 @@ class RunStatsSerializer(StrictSerializer):
     status = text(contract.STATUS_MAX_LENGTH, help_text="ok, error, timeout, ...")
     output = text()
     error = text()
-    tool_calls = StrictIntegerField(bits=32, required=False, default=0)
+    tool_calls = StrictIntegerField(required=False, default=0)
     runtime_seconds = FiniteFloatField(required=False, default=0.0)
     input_tokens = StrictIntegerField(required=False, default=0)
     output_tokens = StrictIntegerField(required=False, default=0)

@@ -1,15 +1,15 @@
 from django.urls import path
 
-from . import views
+from . import converters, views  # noqa: F401 (converters registers <runid:>)
 
 app_name = "runs"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("runs/", views.run_list, name="run_list"),
-    path("runs/<path:run_id>/tree/", views.run_tree, name="run_tree"),
-    path("runs/<path:run_id>/raw/<str:field>/", views.run_raw, name="run_raw"),
-    path("runs/<path:run_id>/events/<int:sequence>/raw/", views.event_raw, name="event_raw"),
-    path("runs/<path:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<runid:run_id>/tree/", views.run_tree, name="run_tree"),
+    path("runs/<runid:run_id>/raw/<str:field>/", views.run_raw, name="run_raw"),
+    path("runs/<runid:run_id>/events/<int:sequence>/raw/", views.event_raw, name="event_raw"),
+    path("runs/<runid:run_id>/", views.run_detail, name="run_detail"),
     path("skills/", views.skill_overview, name="skills"),
 ]

@@ -277,7 +277,13 @@ def build_call_tree(run):
 def run_tree(request, run_id):
     if request.GET:
         return bad_request(request, {sorted(request.GET)[0]: ["is not a known parameter"]})
-    run = get_object_or_404(SkillRun.objects.summaries(), pk=contract.clean_id(run_id))
+    run_id = contract.clean_id(run_id)
+    run = SkillRun.objects.summaries().filter(pk=run_id).first()
+    if run is None and SkillRun.objects.filter(pk=f"{run_id}/tree").exists():
+        # /runs/<x>/tree/ is also the page of a run whose id is "<x>/tree".
+        return run_detail.__wrapped__(request, f"{run_id}/tree")
+    if run is None:
+        raise Http404("No run with that id.")
     root, size, capped, root_is_orphan = build_call_tree(run)
     end = max(
         (n.run.finished_at or timezone.now() for n in _walk(root)),

@@ -593,7 +593,7 @@ BAD_RUN_BODIES = [
     ({"id": "r", "inputs": [1, 2]}, "inputs"),
     ({"id": "r", "inputs": "text"}, "inputs"),
     ({"id": "r", "tool_calls_count": "3"}, "tool_calls_count"),
-    ({"id": "r", "tool_calls_count": 2**31}, "tool_calls_count"),
+    ({"id": "r", "tool_calls_count": 2**63}, "tool_calls_count"),
     ({"id": "r", "tool_calls_count": 1.5}, "tool_calls_count"),
     ({"id": "r", "tool_calls_count": True}, "tool_calls_count"),
     ({"id": "r", "total_input_tokens": 2**63}, "total_input_tokens"),
@@ -705,7 +705,7 @@ def test_finish_run_sets_the_stats(writer):
     [
         ({"status": "s" * 33}, "status"),
         ({"status": 1}, "status"),
-        ({"tool_calls": -(2**31) - 1}, "tool_calls"),
+        ({"tool_calls": -(2**63) - 1}, "tool_calls"),
         ({"input_tokens": "5"}, "input_tokens"),
         ({"runtime_seconds": None}, "runtime_seconds"),
         ({"tool_calls_count": 1}, "tool_calls_count"),

@@ -110,13 +110,14 @@ seed_runs = st.lists(
             "caller": st.sampled_from(CALLERS),
             "channel": st.sampled_from(CHANNELS),
             "started_at": instants,
-            "parent": st.sampled_from(["", "ghost", *RUN_IDS]),
+            # Half top-level; the others share a few parents (children lists, cycles).
+            "parent": mostly(st.just(""), st.sampled_from(["ghost", *RUN_IDS[:4]]), one_in=2),
             "status": st.none() | statuses,
             # Repeats on purpose: a repeated sequence is a Conflict.
             "log_sequences": st.lists(st.integers(0, 3), max_size=4),
         }
     ),
-    min_size=1,
+    min_size=4,
     max_size=12,
 )
 
@@ -213,22 +214,20 @@ class StorageComparison(RuleBasedStateMachine):
         return data.draw(mostly(exact, times, one_in=4), label=field)
 
     def run_filter(self, data) -> RunFilter:
-        def maybe(pool):
-            return data.draw(mostly(st.just(""), st.sampled_from(pool), one_in=4))
-
-        def maybe_bound():
-            return self.bound(data, "started_at") if data.draw(st.booleans()) else None
-
-        return RunFilter(
-            status=data.draw(mostly(st.just(""), statuses, one_in=4)),
-            skill_id=maybe(SKILLS),
-            caller_id=maybe(CALLERS),
-            channel_id=maybe(CHANNELS),
-            top_level_only=data.draw(st.booleans()),
-            include_dry_run=data.draw(st.booleans()),
-            since=maybe_bound(),
-            until=maybe_bound(),
-        )
+        """A filter on a few fields (most filters with many fields would match nothing)."""
+        fields = {
+            "status": lambda: data.draw(statuses),
+            "skill_id": lambda: data.draw(st.sampled_from(SKILLS)),
+            "caller_id": lambda: data.draw(st.sampled_from(CALLERS)),
+            "channel_id": lambda: data.draw(st.sampled_from(CHANNELS)),
+            "top_level_only": lambda: True,
+            "since": lambda: self.bound(data, "started_at"),
+            "until": lambda: self.bound(data, "started_at"),
+        }
+        how_many = data.draw(st.sampled_from([0, 1, 1, 2, 2, 3]))
+        chosen = data.draw(st.permutations(sorted(fields)))[:how_many]
+        values = {name: fields[name]() for name in chosen}
+        return RunFilter(include_dry_run=data.draw(st.booleans()), **values)
 
     # --- writes and time -------------------------------------------------------------
 
@@ -409,7 +408,13 @@ class StorageComparison(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def list_children_by_parent(self, data):
-        parent = data.draw(st.sampled_from(["", "ghost", *RUN_IDS, *sorted(self.started)]))
+        runs = self.memory.list_runs_filtered(RunFilter(include_dry_run=True), 0, 500)
+        parents = sorted({run.parent_run_id for run in runs} - {""})
+        pool = st.sampled_from(["", "ghost", *RUN_IDS])
+        if parents:
+            # Mostly a parent that has children.
+            pool = mostly(st.sampled_from(parents), pool, one_in=3)
+        parent = data.draw(pool)
         self.both(lambda s: s.list_children_by_parent(parent))
 
     @rule(data=st.data())
@@ -439,8 +444,8 @@ class StorageComparison(RuleBasedStateMachine):
 
 # About a minute per database on the 2-core machines.
 MACHINE_SETTINGS = settings(
-    max_examples=100,
-    stateful_step_count=40,
+    max_examples=150,
+    stateful_step_count=50,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

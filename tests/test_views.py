@@ -553,3 +553,11 @@ def test_admin_link_survives_ids_the_admin_escapes(client, viewer):
     # the viewer has only the view permission: the admin shows the run read-only
     assert response.status_code == 200
     assert "a_2Fb/c:d" in response.content.decode()
+
+
+def test_run_ids_with_newlines_slashes_and_suffix_words_open(client, viewer):
+    for run_id in ("line\nbreak", "a/b/c", "ends/tree", "x?y#z %20"):
+        record_run(run_id)
+        response = client.get(reverse("runs:run_detail", args=[run_id]))
+        assert response.status_code == 200, run_id
+        assert client.get(reverse("runs:run_tree", args=[run_id])).status_code == 200, run_id
