@@ -32,8 +32,10 @@ browser:
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  apt-get install -y chromium >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }; }
 
+# Two pytest workers (the machines have 2 cores); JOBS=0 runs in one process.
+JOBS ?= 2
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -221,17 +221,13 @@ def _bounded(value: str, what: str, max_length: int) -> str:
     return value
 
 
-def _integer(value: Any, what: str, bits: int = 64) -> int:
+def _integer(value: Any, what: str) -> int:
+    # Every integer column is 64-bit (BigIntegerField); PostgreSQL refuses more.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be an integer")
-    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise ValueError(f"{what} does not fit in {bits} bits")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{what} does not fit in 64 bits")
     return value
-
-
-# The tool_calls_count column is a 32-bit integer: PostgreSQL refuses more, SQLite and
-# memory would not, so every implementation refuses it here.
-TOOL_CALLS_BITS = 32
 
 
 def _number(value: Any, what: str) -> float:
@@ -265,7 +261,7 @@ def new_run(run: SkillRun, now: datetime) -> SkillRun:
         status=STATUS_RUNNING,
         output=clean_text(run.output),
         error=clean_text(run.error),
-        tool_calls_count=_integer(run.tool_calls_count, "tool_calls_count", TOOL_CALLS_BITS),
+        tool_calls_count=_integer(run.tool_calls_count, "tool_calls_count"),
         runtime_seconds=_number(run.runtime_seconds, "runtime_seconds"),
         parent_run_id=_bounded(run.parent_run_id, "parent_run_id", ID_MAX_LENGTH),
         total_input_tokens=_integer(run.total_input_tokens, "total_input_tokens"),
@@ -279,7 +275,7 @@ def clean_stats(stats: RunStats) -> RunStats:
         status=_bounded(stats.status, "status", STATUS_MAX_LENGTH),
         output=clean_text(stats.output),
         error=clean_text(stats.error),
-        tool_calls=_integer(stats.tool_calls, "tool_calls", TOOL_CALLS_BITS),
+        tool_calls=_integer(stats.tool_calls, "tool_calls"),
         runtime_seconds=_number(stats.runtime_seconds, "runtime_seconds"),
         input_tokens=_integer(stats.input_tokens, "input_tokens"),
         output_tokens=_integer(stats.output_tokens, "output_tokens"),

