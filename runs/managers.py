@@ -394,8 +394,14 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         again finishes the job. Rows are never loaded: big JSON is never parsed.
         """
         runs_deleted = logs_deleted = 0
+        connection = connections[self.db]
         while True:
             with transaction.atomic(using=self.db):
+                if connection.vendor == "postgresql":
+                    # Each batch's commit need not wait for its WAL flush: after a crash
+                    # the lost batches are simply still there, and the next purge takes them.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 # Oldest first: an index range on started_at (PostgreSQL otherwise reads the
                 # heap from the start, past the dead rows of every earlier batch), and a
                 # purge cut short leaves a clean "everything before X is gone" boundary.
@@ -440,6 +446,17 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         if not ids:
             return 0, 0
         logs = self.model.logs.field.model.objects.db_manager(self.db)
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":
+            # One array parameter instead of thousands: building and quoting a 2,000-item
+            # IN list twice per batch took a third of the purge's time.
+            logs_table = connection.ops.quote_name(logs.model._meta.db_table)
+            runs_table = connection.ops.quote_name(self.model._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {logs_table} WHERE run_id = ANY(%s)", [ids])
+                logs_deleted = cursor.rowcount
+                cursor.execute(f"DELETE FROM {runs_table} WHERE id = ANY(%s)", [ids])
+                return cursor.rowcount, logs_deleted
         logs_deleted = logs.filter(run_id__in=ids).delete_rows()
         return self.filter(pk__in=ids)._raw_delete(self.db), logs_deleted
 
