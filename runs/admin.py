@@ -29,7 +29,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import contract
+from . import contract, rendering
 from .models import SkillRun, SkillRunLog
 
 # Rows a list counts before it says "more than"; deep pages stay reachable up to here.
@@ -340,14 +340,9 @@ class SkillRunAdmin(admin.ModelAdmin):
     def duration(self, run):
         if run.finished_at is None:
             return "-"
-        seconds = run.runtime_seconds or (run.finished_at - run.started_at).total_seconds()
-        if seconds < 60:
-            return f"{seconds:.1f} s"
-        minutes, seconds = divmod(round(seconds), 60)
-        if minutes < 60:
-            return f"{minutes} min {seconds} s"
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours} h {minutes} min"
+        return rendering.seconds(
+            run.runtime_seconds or (run.finished_at - run.started_at).total_seconds()
+        )
 
     @admin.display(description="tokens in / out / thinking")
     def tokens(self, run):
