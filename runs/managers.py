@@ -324,27 +324,29 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             cursor.execute(sql)
             return [row[0] for row in cursor.fetchall()]
 
-    def call_tree(self, root_id: str, cap: int):
+    def call_tree(self, root_id: str, cap: int, max_depth: int = 64):
         """Summary values of the runs under ``root_id`` (and itself), at most cap + 1.
 
-        One recursive query walks the children index level by level; UNION (not UNION
-        ALL) drops a run already reached, so a cycle in corrupted data ends the walk, and
-        the LIMIT stops a huge tree early, keeping its upper levels. The predicate is
-        spelled as the runs_children index spells it, or SQLite does not use the index.
-        Unordered: the caller orders the few rows it gets.
+        One recursive query walks the children index level by level, at most
+        ``max_depth`` levels, so a cycle in corrupted data ends the walk; the outer IN
+        drops a run reached twice, and the LIMIT stops a huge tree early, keeping its
+        upper levels. UNION ALL with a depth, not UNION: SQLite planned UNION with a
+        bloom filter rebuilt at every step (0.65 s against 5 ms for 1,000 runs at 1M).
+        The predicate is spelled as the runs_children index spells it, or SQLite does
+        not use the index. Unordered: the caller orders the few rows it gets.
         """
         table = self.model._meta.db_table
         tree_ids = RawSQL(
             f"""
-            WITH RECURSIVE tree(id) AS (
-                SELECT id FROM {table} WHERE id = %s
-                UNION
-                SELECT r.id FROM {table} r JOIN tree ON r.parent_run_id = tree.id
-                WHERE NOT (r.parent_run_id = '')
+            WITH RECURSIVE tree(id, depth) AS (
+                SELECT id, 0 FROM {table} WHERE id = %s
+                UNION ALL
+                SELECT r.id, tree.depth + 1 FROM tree JOIN {table} r ON r.parent_run_id = tree.id
+                WHERE NOT (r.parent_run_id = '') AND tree.depth < %s
             )
             SELECT id FROM tree LIMIT %s
             """,
-            [root_id, cap + 1],
+            [root_id, max_depth, cap + 1],
         )
         return self.filter(pk__in=tree_ids).order_by().summary_values()
 

@@ -245,7 +245,10 @@ def build_call_tree(run):
     """
     chain = SkillRun.objects.parent_chain(run.id, summaries=True)
     root = chain[0]
-    rows = [SimpleNamespace(**row) for row in SkillRun.objects.call_tree(root.id, TREE_NODE_CAP)]
+    rows = [
+        SimpleNamespace(**row)
+        for row in SkillRun.objects.call_tree(root.id, TREE_NODE_CAP, TREE_DEPTH_CAP)
+    ]
     rows.sort(key=lambda row: (row.started_at, row.id))  # children oldest first
     children: dict[str, list] = {}
     for row in rows:
