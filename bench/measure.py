@@ -34,6 +34,7 @@ def summary(samples: list[float], cpu: list[float] | None = None) -> dict:
     }
     if cpu:
         out["cpu_median_ms"] = round(statistics.median(cpu), 3)
+        out["cpu_p95_ms"] = round(percentile(cpu, 0.95), 3)
     return out
 
 

@@ -11,7 +11,13 @@ its peak memory (``ru_maxrss``) belongs to that one deletion. Scenarios:
   oldest 10% and the oldest 50% of the runs: the rate, and whether memory grows with the
   amount deleted;
 - both methods on the same oldest N runs (default 50,000): ``QuerySet.delete()`` loads every
-  run it deletes, so it is capped at that share of the data.
+  run it deletes, so it is capped at that share of the data;
+- the oldest 50% again with a bigger batch (``--big-batch``, default 10,000 runs per
+  transaction), to show what the batch size is worth.
+
+Besides wall-clock time, each row has the CPU time of the child and of its PostgreSQL
+backend (read from /proc): on a machine shared with other work, rows per CPU second is
+the steadier figure.
 """
 
 from __future__ import annotations
@@ -40,13 +46,29 @@ def rss_kb() -> int:
     return 0
 
 
-def child(method: str, share: float | None, runs: int | None) -> dict:
+def backend_cpu_s(connection) -> float:
+    """CPU seconds used so far by this connection's PostgreSQL backend (same machine)."""
+    if connection.vendor != "postgresql":
+        return 0.0
+    pid = connection.connection.info.backend_pid
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(method: str, share: float | None, runs: int | None, batch_size: int | None) -> dict:
     """Runs in the child process: one deletion on the copy, timed, with its peak memory."""
     os.environ.setdefault("SECRET_KEY", "bench-purge")
     os.environ["DJANGO_SETTINGS_MODULE"] = "skillaudit_site.settings"
     import django
 
     django.setup()
+    from django.db import connection
+
     from runs.models import SkillRun, SkillRunLog
 
     total = SkillRun.objects.count()
@@ -56,14 +78,18 @@ def child(method: str, share: float | None, runs: int | None) -> dict:
     cutoff = SkillRun.objects.oldest_first().values_list("started_at", flat=True)[doomed]
     expected_runs, expected_logs = SkillRun.objects.count_started_before(cutoff)
     baseline = rss_kb()
+    cpu_began, backend_began = own_cpu_s(), backend_cpu_s(connection)
     began = time.perf_counter()
     if method == "purge_started_before":
-        deleted_runs, deleted_logs = SkillRun.objects.purge_started_before(cutoff)
+        options = {"batch_size": batch_size} if batch_size else {}
+        deleted_runs, deleted_logs = SkillRun.objects.purge_started_before(cutoff, **options)
     else:
         _total, per_model = SkillRun.objects.filter(started_at__lt=cutoff).delete()
         deleted_runs = per_model.get("runs.SkillRun", 0)
         deleted_logs = per_model.get("runs.SkillRunLog", 0)
     seconds = time.perf_counter() - began
+    cpu = own_cpu_s() - cpu_began
+    backend = backend_cpu_s(connection) - backend_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if (deleted_runs, deleted_logs) != (expected_runs, expected_logs):
         raise SystemExit(
@@ -80,6 +106,10 @@ def child(method: str, share: float | None, runs: int | None) -> dict:
         "logs_deleted": deleted_logs,
         "seconds": round(seconds, 2),
         "rows_per_s": round((deleted_runs + deleted_logs) / seconds),
+        "process_cpu_s": round(cpu, 2),
+        "backend_cpu_s": round(backend, 2),
+        # Without contention the two would take about their CPU time, one after the other.
+        "rows_per_cpu_s": round((deleted_runs + deleted_logs) / max(cpu + backend, 1e-6)),
         "baseline_rss_mb": round(baseline / 1024, 1),
         "peak_rss_mb": round(peak / 1024, 1),
         "rss_growth_mb": round((peak - baseline) / 1024, 1),
@@ -129,19 +159,24 @@ def drop_copy(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(COPY_NAME)))
 
 
-def scenario(source: str, method: str, share: float | None, runs: int | None) -> dict:
+def scenario(
+    source: str, method: str, share: float | None, runs: int | None, batch_size: int | None = None
+) -> dict:
     began = time.perf_counter()
     url = fresh_copy(source)
     copy_s = time.perf_counter() - began
     try:
         args = [sys.executable, __file__, "--child", method]
         args += ["--share", str(share)] if share is not None else ["--runs", str(runs)]
+        args += ["--batch-size", str(batch_size)] if batch_size else []
         env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
         done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True,
                               text=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         drop_copy(url)
+    if batch_size:
+        method = f"{method} (batch_size={batch_size:,})"
     row.update(
         method=method,
         share=f"{share:.0%}" if share is not None else f"oldest {runs:,}",
@@ -149,7 +184,9 @@ def scenario(source: str, method: str, share: float | None, runs: int | None) ->
     )
     print(f"  {method:22} {row['share']:>14}: {row['runs_deleted']:,} runs + "
           f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
-          f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB)", flush=True)
+          f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB); CPU "
+          f"{row['process_cpu_s']} s here + {row['backend_cpu_s']} s in PostgreSQL = "
+          f"{row['rows_per_cpu_s']:,} rows per CPU second", flush=True)
     return row
 
 
@@ -162,10 +199,13 @@ def main(argv=None) -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--share", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--big-batch", type=int, default=10_000,
+                        help="also purge the oldest 50%% with this batch size (0: skip)")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.share, args.runs)))
+        print(json.dumps(child(args.child, args.share, args.runs, args.batch_size)))
         return
     if not args.source:
         parser.error("--source (or DATABASE_URL) is required")
@@ -180,6 +220,8 @@ def main(argv=None) -> None:
         scenario(args.source, "purge_started_before", None, args.plain_runs),
         scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
     ]
+    if args.big_batch:
+        rows.append(scenario(args.source, "purge_started_before", 0.50, None, args.big_batch))
     total_runs = rows[0]["total_runs"]
     record = {
         "engine": engine,

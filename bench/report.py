@@ -27,21 +27,50 @@ PURGE_ROWS_PER_S = 200_000
 PURGE_FLAT_MB = 10  # more deleted may cost at most this much more peak memory
 
 
-def load() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
-    """Results of run.py, generate.py, purge.py, and other scripts' (``script`` + ``figures``)."""
-    runs, generated, purges, others = [], [], [], []
+def load() -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict]]:
+    """Results of run.py, generate.py, purge.py, load.py, and other scripts' (``script`` +
+    ``figures``, e.g. api_ingest.py)."""
+    runs, generated, purges, loads, others = [], [], [], [], []
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if path.name.startswith("generate-"):
             generated.append(data)
         elif path.name.startswith("purge-"):
             purges.append(data)
+        elif path.name.startswith("load-"):
+            loads.append(data)
         elif "meta" in data and "sections" in data:
             runs.append(data)
         elif "script" in data and "figures" in data:
             others.append(data)
     runs.sort(key=lambda r: (r["meta"]["vendor"] != "postgresql", -r["meta"]["runs"]))
-    return runs, generated, purges, others
+    return runs, generated, purges, loads, others
+
+
+def load_section(loads: list[dict]) -> list[str]:
+    """bench/load.py: wrk against gunicorn, pages mixed with API recording (issue 7)."""
+    out = [
+        "",
+        "## Load test (`bench/load.py`: wrk on loopback, pages mixed with API recording)",
+        "",
+        "| database | date | seconds | connections | requests | requests/s | latency p50 / p90 / "
+        "p99 ms | statuses | non-2xx/3xx | socket errors | runs / events recorded | no errors |",
+        "|---|---|--:|--:|--:|--:|---|---|--:|--:|---|---|",
+    ]
+    for run in loads:
+        latency = run.get("latency_ms", {})
+        errors = run.get("non_2xx_3xx", 0) + run.get("socket_errors", 0)
+        codes = sorted(run.get("statuses", {}).items())
+        statuses = ", ".join(f"{code}: {n:,}" for code, n in codes)
+        out.append(
+            f"| {run.get('engine')} | {run.get('date')} | {run.get('seconds')} | "
+            f"{run.get('connections')} | {run.get('requests', 0):,} | "
+            f"{run.get('requests_per_second')} | {latency.get('50')} / {latency.get('90')} / "
+            f"{latency.get('99')} | {statuses} | {run.get('non_2xx_3xx')} | "
+            f"{run.get('socket_errors')} | {run.get('finished_runs_recorded')} / "
+            f"{run.get('events_recorded')} | {verdict(errors == 0)} |"
+        )
+    return out
 
 
 def other_section(other: dict) -> list[str]:
@@ -83,85 +112,113 @@ def by_name(rows: list[dict]) -> dict[str, dict]:
     return {row["name"]: row for row in rows}
 
 
-def targets(run: dict) -> list[tuple[str, str, str, bool | None]]:
-    """(target, figure, limit, ok) for one data set."""
+def estimate(row: dict, vendor: str, key: str = "p95") -> float | None:
+    """Server time without contention: this thread's CPU time plus, on PostgreSQL, the time
+    EXPLAIN ANALYZE says the statements took in the server (SQLite runs inside the thread)."""
+    cpu = row.get(f"cpu_{key}_ms", row.get("cpu_median_ms"))
+    if cpu is None:
+        return None
+    db = row.get("db_ms") if vendor == "postgresql" else 0.0
+    return cpu + (db or 0.0)
+
+
+Target = tuple[str, str, bool | None, str, bool | None, str]
+
+
+def targets(run: dict) -> list[Target]:
+    """(target, wall-clock figure, ok, CPU+DB estimate, ok, limit) for one data set."""
     meta, out = run["meta"], []
     vendor = meta["vendor"]
+
+    def worst_of(rows, limit, key="p95"):
+        wall = max(rows, key=lambda r: r[f"{key}_ms"])
+        est = {r["name"]: estimate(r, vendor, key) for r in rows}
+        est_name = max(est, key=lambda n: est[n] or 0)
+        est_value = est[est_name]
+        return (
+            f"worst {ms(wall[f'{key}_ms'])} ms ({wall['name'].removeprefix('count: ')})",
+            wall[f"{key}_ms"] <= limit,
+            f"worst {ms(est_value)} ms ({est_name.removeprefix('count: ')})"
+            if est_value is not None else "—",
+            None if est_value is None else est_value <= limit,
+        )
+
     limit = LIST_P95_MS[vendor]
     lists = rows_of(run, "list")
     if lists:
-        worst = max(lists, key=lambda r: r["p95_ms"])
-        out.append((
-            "run list, no filter or any single filter: p95",
-            f"worst {ms(worst['p95_ms'])} ms ({worst['name']})",
-            f"≤ {limit:.0f} ms", worst["p95_ms"] <= limit,
-        ))
-    ratios = stock_ratios(run)
+        out.append(("run list, no filter or any single filter: p95", *worst_of(lists, limit),
+                    f"≤ {limit:.0f} ms"))
+    ratios, est_ratios = stock_ratios(run), stock_ratios(run, vendor)
     if ratios:
         name, ratio = min(ratios.items(), key=lambda item: item[1])
+        est_name, est_ratio = min(est_ratios.items(), key=lambda item: item[1])
         out.append((
-            "run list vs stock admin changelist, same filter (median ratio)",
-            f"worst {ratio:,.1f}× ({name})", f"≥ {STOCK_RATIO:.0f}×", ratio >= STOCK_RATIO,
+            "run list vs stock admin changelist, same filter (medians)",
+            f"worst {ratio:,.1f}× ({name})", ratio >= STOCK_RATIO,
+            f"worst {est_ratio:,.1f}× ({est_name})", est_ratio >= STOCK_RATIO,
+            f"≥ {STOCK_RATIO:.0f}×",
         ))
     deep = rows_of(run, "deep")
     if len(deep) > 1:
-        first = deep[0]["median_ms"]
+        first, first_est = deep[0]["median_ms"], estimate(deep[0], vendor, "median")
         for row in deep[1:]:
             ratio = row["median_ms"] / first
+            row_est = estimate(row, vendor, "median")
+            est_ratio = row_est / first_est if row_est and first_est else None
             out.append((
-                f"deep page {row['name']} vs first page (median)",
-                f"{ms(row['median_ms'])} / {ms(first)} ms = {ratio:.2f}×",
-                f"≤ {DEEP_RATIO}×", ratio <= DEEP_RATIO,
+                f"deep page {row['name']} vs first page (medians)",
+                f"{ms(row['median_ms'])} / {ms(first)} ms = {ratio:.2f}×", ratio <= DEEP_RATIO,
+                f"{ms(row_est)} / {ms(first_est)} ms = {est_ratio:.2f}×" if est_ratio else "—",
+                None if est_ratio is None else est_ratio <= DEEP_RATIO,
+                f"≤ {DEEP_RATIO}×",
             ))
     counts = rows_of(run, "count")
     if counts:
-        worst = max(counts, key=lambda r: r["p95_ms"])
-        out.append((
-            "list count (bounded_count(1000)), p95",
-            f"worst {ms(worst['p95_ms'], 3)} ms ({worst['name'].removeprefix('count: ')})",
-            f"≤ {COUNT_MS:.0f} ms", worst["p95_ms"] <= COUNT_MS,
-        ))
+        out.append(("list count (bounded_count(1000)), p95", *worst_of(counts, COUNT_MS),
+                    f"≤ {COUNT_MS:.0f} ms"))
     pages = by_name(rows_of(run, "pages"))
-    if "run page, 1,000 events" in pages:
-        p95 = pages["run page, 1,000 events"]["p95_ms"]
-        out.append(("run page, 1,000 events: p95", f"{ms(p95)} ms", f"≤ {RUN_1000_P95_MS:.0f} ms",
-                    p95 <= RUN_1000_P95_MS))
-    if "run page, 10,000 events" in pages:
-        row = pages["run page, 10,000 events"]
-        out.append((
-            "run page, 10,000 events, first view: p95 (first request in brackets)",
-            f"{ms(row['p95_ms'])} ms ({ms(row['first_ms'])} ms)",
-            f"≤ {RUN_10000_FIRST_MS:.0f} ms", row["p95_ms"] <= RUN_10000_FIRST_MS,
-        ))
-    if "tree page, 1,000 runs" in pages:
-        p95 = pages["tree page, 1,000 runs"]["p95_ms"]
-        out.append(("tree page, 1,000 runs: p95", f"{ms(p95)} ms", f"≤ {TREE_P95_MS:.0f} ms",
-                    p95 <= TREE_P95_MS))
+    for name, label, page_limit in (
+        ("run page, 1,000 events", "run page, 1,000 events: p95", RUN_1000_P95_MS),
+        ("run page, 10,000 events", "run page, 10,000 events, first view of its timeline: p95",
+         RUN_10000_FIRST_MS),
+        ("tree page, 1,000 runs", "tree page, 1,000 runs: p95", TREE_P95_MS),
+    ):
+        if name in pages:
+            out.append((label, *worst_of([pages[name]], page_limit), f"≤ {page_limit:.0f} ms"))
     for row in rows_of(run, "contract"):
         if row["name"].startswith("last_run_by_skills"):
             db = row["db_ms"] if row.get("db_ms") is not None else row["floor_ms"]
             where = "EXPLAIN ANALYZE" if row.get("db_ms") is not None else "raw SQL"
             out.append((
                 f"{row['name']}: time in the database ({where})", f"{ms(db, 3)} ms",
-                f"≤ {LAST_RUN_DB_MS:.0f} ms", db <= LAST_RUN_DB_MS,
+                db <= LAST_RUN_DB_MS, "(same)", db <= LAST_RUN_DB_MS, f"≤ {LAST_RUN_DB_MS:.0f} ms",
             ))
     memory = rows_of(run, "memory")
     if memory:
         growth, detail = rss_growth(memory[0])
+        ok = growth <= RSS_GROWTH and memory[0]["errors"] == 0
         out.append((
-            f"gunicorn worker RSS over {memory[0]['requests']:,} requests", detail,
-            f"≤ +{RSS_GROWTH:.0%}", growth <= RSS_GROWTH and memory[0]["errors"] == 0,
+            f"gunicorn worker RSS over {memory[0]['requests']:,} requests", detail, ok,
+            "(same)", ok, f"≤ +{RSS_GROWTH:.0%}",
         ))
     return out
 
 
-def stock_ratios(run: dict) -> dict[str, float]:
+def stock_ratios(run: dict, vendor: str | None = None) -> dict[str, float]:
+    """Stock admin / dashboard, per filter: wall-clock medians, or (with ``vendor``) the
+    CPU + DB estimates of the medians."""
     ours = by_name(rows_of(run, "list"))
     ratios = {}
     for row in rows_of(run, "stock"):
         mine = ours.get(row["case"])
-        if mine:
+        if not mine:
+            continue
+        if vendor is None:
             ratios[row["case"]] = row["median_ms"] / mine["median_ms"]
+        else:
+            theirs, ours_est = estimate(row, vendor, "median"), estimate(mine, vendor, "median")
+            if theirs and ours_est:
+                ratios[row["case"]] = theirs / ours_est
     return ratios
 
 
@@ -180,8 +237,9 @@ def rss_growth(memory: dict) -> tuple[float, str]:
     return worst, ", ".join(parts) + f" ({memory['errors']} errors)"
 
 
-def growth_rows(runs: list[dict]) -> list[tuple[str, str, float, float, float]]:
-    """(vendor, page, small median, big median, ratio) for the same page on 2 sizes."""
+def growth_rows(runs: list[dict]) -> list[tuple]:
+    """(vendor, page, small median, big median, ratio, small est., big est., est. ratio) for
+    the same page on the smallest and the biggest data set of a database."""
     out = []
     for vendor in ("postgresql", "sqlite"):
         sized = sorted((r for r in runs if r["meta"]["vendor"] == vendor),
@@ -193,10 +251,16 @@ def growth_rows(runs: list[dict]) -> list[tuple[str, str, float, float, float]]:
             small_rows = by_name(rows_of(small, section))
             for row in rows_of(big, section):
                 other = small_rows.get(row["name"])
-                if other:
-                    ratio = row["median_ms"] / other["median_ms"]
-                    out.append((vendor, f"{section}: {row['name']}", other["median_ms"],
-                                row["median_ms"], ratio))
+                if not other:
+                    continue
+                small_est = estimate(other, vendor, "median")
+                big_est = estimate(row, vendor, "median")
+                out.append((
+                    vendor, f"{section}: {row['name']}", other["median_ms"], row["median_ms"],
+                    row["median_ms"] / other["median_ms"], small_est, big_est,
+                    big_est / small_est if small_est and big_est else None,
+                    small["meta"]["runs"], big["meta"]["runs"], row,
+                ))
     return out
 
 
@@ -244,10 +308,17 @@ def dataset_section(run: dict) -> list[str]:
         "",
         "### Targets",
         "",
-        "| target | measured | limit | result |",
-        "|---|---|---|---|",
+        "Wall clock is what was measured on the shared machine; the estimate is the same",
+        "figure from CPU time (this thread's, plus PostgreSQL's own execution time), which",
+        "contention inflates far less. Both are measurements; neither is the idle machine.",
+        "",
+        "| target | limit | measured (wall clock) | result | CPU + DB estimate | result |",
+        "|---|---|---|---|---|---|",
     ]
-    out += [f"| {t} | {fig} | {limit} | {verdict(ok)} |" for t, fig, limit, ok in targets(run)]
+    out += [
+        f"| {t} | {limit} | {wall} | {verdict(ok)} | {est} | {verdict(est_ok)} |"
+        for t, wall, ok, est, est_ok, limit in targets(run)
+    ]
     if rows_of(run, "list"):
         out += ["", "### Run list `/runs/` (in process; stock admin beside it)", ""]
         out += page_table(run, "list", stock=stock, http=http)
@@ -312,33 +383,48 @@ def dataset_section(run: dict) -> list[str]:
     return out
 
 
-def failing_details(run: dict) -> list[str]:
-    """The slowest statement and its plan for every page or count that missed a target."""
+def failing_details(run: dict, growth: list[tuple]) -> list[str]:
+    """The slowest statement and its plan wherever a target is missed even by the CPU + DB
+    estimate (a miss on the wall clock alone is the shared machine, not the query)."""
     meta = run["meta"]
-    out = []
-    limit = LIST_P95_MS[meta["vendor"]]
-    suspects = [r for r in rows_of(run, "list") if r["p95_ms"] > limit]
-    suspects += [r for r in rows_of(run, "count") if r["p95_ms"] > COUNT_MS]
+    vendor = meta["vendor"]
+
+    def over(row, limit, key="p95"):
+        value = estimate(row, vendor, key)
+        return value is not None and value > limit
+
+    limit = LIST_P95_MS[vendor]
+    suspects = [(r, "list page p95") for r in rows_of(run, "list") if over(r, limit)]
+    suspects += [(r, "count p95") for r in rows_of(run, "count") if over(r, COUNT_MS)]
     pages = by_name(rows_of(run, "pages"))
     for name, page_limit in (("run page, 1,000 events", RUN_1000_P95_MS),
                              ("run page, 10,000 events", RUN_10000_FIRST_MS),
                              ("tree page, 1,000 runs", TREE_P95_MS)):
-        if name in pages and pages[name]["p95_ms"] > page_limit:
-            suspects.append(pages[name])
+        if name in pages and over(pages[name], page_limit):
+            suspects.append((pages[name], "page p95"))
     deep = rows_of(run, "deep")
-    suspects += [r for r in deep[1:] if r["median_ms"] > DEEP_RATIO * deep[0]["median_ms"]]
-    suspects += [r for r in rows_of(run, "contract") if r["name"].startswith("last_run")
+    if deep:
+        first = estimate(deep[0], vendor, "median") or 0
+        suspects += [(r, "deep page") for r in deep[1:]
+                     if over(r, DEEP_RATIO * first, "median")]
+    suspects += [(r, "in the database") for r in rows_of(run, "contract")
+                 if r["name"].startswith("last_run")
                  and (r.get("db_ms") if r.get("db_ms") is not None else r["floor_ms"])
                  > LAST_RUN_DB_MS]
-    for row in suspects:
-        if not row.get("slowest_sql"):
+    suspects += [(g[10], "growth") for g in growth
+                 if g[9] == meta["runs"] and g[0] == vendor and g[7] and g[7] > GROWTH_RATIO]
+    out, seen = [], set()
+    for row, why in suspects:
+        if not row.get("slowest_sql") or (row["name"], why) in seen:
             continue
+        seen.add((row["name"], why))
         out += [
-            f"#### {title(meta)}: {row['name']} (p95 {ms(row['p95_ms'])} ms, its slowest "
+            f"#### {title(meta)}: {row['name']} — {why} (p95 {ms(row['p95_ms'])} ms, CPU + DB "
+            f"estimate {ms(estimate(row, vendor))} ms, {row['queries']} queries; its slowest "
             f"statement {ms(row['slowest_raw_ms'], 3)} ms raw)",
             "",
             "```sql",
-            row["slowest_sql"],
+            row["slowest_sql"].strip(),
             "```",
             "",
             "```",
@@ -350,7 +436,7 @@ def failing_details(run: dict) -> list[str]:
 
 
 def write() -> None:
-    runs, generated, purges, others = load()
+    runs, generated, purges, loads, others = load()
     out = [
         "# Benchmark results",
         "",
@@ -408,23 +494,29 @@ def write() -> None:
             "",
             "## Growth: the same page on the smaller and the bigger data set (medians)",
             "",
-            "| database | page | smaller ms | bigger ms | ratio | ≤ 1.5× |",
-            "|---|---|--:|--:|--:|---|",
+            "| database | runs | page | smaller ms | bigger ms | ratio | ≤ 1.5× | CPU + DB "
+            "estimate, smaller → bigger ms | ratio | ≤ 1.5× |",
+            "|---|---|---|--:|--:|--:|---|---|--:|---|",
         ]
         out += [
-            f"| {vendor} | {page} | {ms(small)} | {ms(big)} | {ratio:.2f}× | "
-            f"{verdict(ratio <= GROWTH_RATIO)} |"
-            for vendor, page, small, big, ratio in growth
+            f"| {g[0]} | {g[8]:,} → {g[9]:,} | {g[1]} | {ms(g[2])} | {ms(g[3])} | {g[4]:.2f}× | "
+            f"{verdict(g[4] <= GROWTH_RATIO)} | {ms(g[5])} → {ms(g[6])} | "
+            f"{f'{g[7]:.2f}×' if g[7] else '—'} | "
+            f"{verdict(None if g[7] is None else g[7] <= GROWTH_RATIO)} |"
+            for g in growth
         ]
     if purges:
         out += purge_section(purges)
+    if loads:
+        out += load_section(loads)
     for other in others:
         out += other_section(other)
     for run in runs:
         out += [""] + dataset_section(run)
-    details = [line for run in runs for line in failing_details(run)]
+    details = [line for run in runs for line in failing_details(run, growth)]
     if details:
-        out += ["", "## Missed targets: the slowest statement and its plan", ""] + details
+        out += ["", "## Missed targets: the slowest statement and its plan", "",
+                "Only where the CPU + DB estimate misses the target too.", ""] + details
     OUT.write_text("\n".join(out).rstrip() + "\n")
 
 
@@ -437,20 +529,27 @@ def purge_section(purges: list[dict]) -> list[str]:
         "process's `ru_maxrss`.",
         "",
         "| data set | method | share | runs deleted | logs deleted | seconds | rows/s | "
-        "peak RSS MB | RSS growth MB | ≥ 200k rows/s |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "≥ 200k rows/s | CPU s (process + PostgreSQL) | rows per CPU s | ≥ 200k | peak RSS MB | "
+        "RSS growth MB |",
+        "|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|--:|--:|",
     ]
     for purge in purges:
         for row in purge["rows"]:
             rate = row["rows_per_s"]
-            ok = rate >= PURGE_ROWS_PER_S if row["method"].startswith("purge_started") else None
+            cpu_rate = row.get("rows_per_cpu_s")
+            ours = row["method"].startswith("purge_started")
+            ok = rate >= PURGE_ROWS_PER_S if ours else None
+            cpu_ok = cpu_rate >= PURGE_ROWS_PER_S if ours and cpu_rate else None
+            cpu = (f"{row['process_cpu_s']} + {row['backend_cpu_s']}"
+                   if "process_cpu_s" in row else "—")
             out.append(
                 f"| {purge['engine']} {purge['runs']:,} / {purge['events']:,} | {row['method']} | "
                 f"{row['share']} | {row['runs_deleted']:,} | {row['logs_deleted']:,} | "
-                f"{row['seconds']:,.1f} | {rate:,.0f} | {row['peak_rss_mb']:,.1f} | "
-                f"{row['rss_growth_mb']:,.1f} | {verdict(ok)} |"
+                f"{row['seconds']:,.1f} | {rate:,.0f} | {verdict(ok)} | {cpu} | "
+                f"{f'{cpu_rate:,}' if cpu_rate else '—'} | {verdict(cpu_ok)} | "
+                f"{row['peak_rss_mb']:,.1f} | {row['rss_growth_mb']:,.1f} |"
             )
-        purges_only = [r for r in purge["rows"] if r["method"].startswith("purge_started")]
+        purges_only = [r for r in purge["rows"] if r["method"] == "purge_started_before"]
         by_amount = sorted(purges_only, key=lambda r: r["runs_deleted"])
         if len(by_amount) >= 2:
             small, big = by_amount[0], by_amount[-1]

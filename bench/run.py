@@ -47,6 +47,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not args.database_url:
         default = WORK / "bench_100k.sqlite3"
+        if not default.exists():
+            raise SystemExit(
+                f"no --database-url and no {default.relative_to(ROOT)}: generate data first, "
+                f"e.g. python bench/generate.py --size medium --database-url sqlite:///{default}"
+            )
         args.database_url = f"sqlite:///{default}"
         print(f"no --database-url: using {args.database_url}")
     sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
@@ -165,6 +170,7 @@ class Bench:
     def run(self, sections) -> dict:
         started = datetime.now(UTC)
         load_before = os.getloadavg()
+        self.commit_before = commit()
         for section in sections:
             print(f"[{section}]", flush=True)
             self.sections[section] = getattr(self, f"section_{section}")()
@@ -378,7 +384,8 @@ class Bench:
             "quick": self.quick,
             "machine": machine(),
             "python": platform.python_version(),
-            "commit": commit(),
+            "commit": self.commit_before if self.commit_before == commit()
+            else f"{self.commit_before} → {commit()} (code changed during the run)",
             "django": django.get_version(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after],
