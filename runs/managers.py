@@ -88,9 +88,6 @@ class SkillRunQuerySet(models.QuerySet):
         # The repeated "<> ''" lets SQLite use the partial index (it does not prove it).
         return self.filter(parent_run_id=parent_run_id).exclude(parent_run_id="")
 
-    def children_of_any(self, parent_run_ids: Sequence[str]):
-        return self.filter(parent_run_id__in=list(parent_run_ids)).exclude(parent_run_id="")
-
     def finished_before(self, cutoff: datetime):
         return (
             self.filter(finished_at__isnull=False, finished_at__lt=cutoff)
