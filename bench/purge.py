@@ -12,12 +12,15 @@ its peak memory (``ru_maxrss``) belongs to that one deletion. Scenarios:
   amount deleted;
 - both methods on the same oldest N runs (default 50,000): ``QuerySet.delete()`` loads every
   run it deletes, so it is capped at that share of the data;
-- the oldest 50% again with a bigger batch (``--big-batch``, default 10,000 runs per
+- the oldest 10% and 50% with ``--workers`` connections at once (default 2: the
+  machine's cores), what ``manage.py purge_runs --workers 2`` does;
+- optionally the oldest 50% again with a bigger batch (``--big-batch N`` runs per
   transaction), to show what the batch size is worth.
 
 Besides wall-clock time, each row has the CPU time of the child and of its PostgreSQL
 backend (read from /proc): on a machine shared with other work, rows per CPU second is
-the steadier figure.
+the steadier figure. With several workers the backends come and go with their
+connections, so those rows count the whole machine's CPU time instead (/proc/stat).
 """
 
 from __future__ import annotations
@@ -55,12 +58,21 @@ def backend_cpu_s(connection) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds used so far by everything on the machine (all cores, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def child(method: str, share: float | None, runs: int | None, batch_size: int | None) -> dict:
+def child(
+    method: str, share: float | None, runs: int | None, batch_size: int | None, workers: int
+) -> dict:
     """Runs in the child process: one deletion on the copy, timed, with its peak memory."""
     os.environ.setdefault("SECRET_KEY", "bench-purge")
     os.environ["DJANGO_SETTINGS_MODULE"] = "skillaudit_site.settings"
@@ -79,9 +91,11 @@ def child(method: str, share: float | None, runs: int | None, batch_size: int | 
     expected_runs, expected_logs = SkillRun.objects.count_started_before(cutoff)
     baseline = rss_kb()
     cpu_began, backend_began = own_cpu_s(), backend_cpu_s(connection)
+    machine_began = machine_cpu_s()
     began = time.perf_counter()
     if method == "purge_started_before":
         options = {"batch_size": batch_size} if batch_size else {}
+        options["workers"] = workers
         deleted_runs, deleted_logs = SkillRun.objects.purge_started_before(cutoff, **options)
     else:
         _total, per_model = SkillRun.objects.filter(started_at__lt=cutoff).delete()
@@ -90,6 +104,7 @@ def child(method: str, share: float | None, runs: int | None, batch_size: int | 
     seconds = time.perf_counter() - began
     cpu = own_cpu_s() - cpu_began
     backend = backend_cpu_s(connection) - backend_began
+    machine = machine_cpu_s() - machine_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if (deleted_runs, deleted_logs) != (expected_runs, expected_logs):
         raise SystemExit(
@@ -108,8 +123,13 @@ def child(method: str, share: float | None, runs: int | None, batch_size: int | 
         "rows_per_s": round((deleted_runs + deleted_logs) / seconds),
         "process_cpu_s": round(cpu, 2),
         "backend_cpu_s": round(backend, 2),
+        "machine_cpu_s": round(machine, 2),
+        "workers": workers,
         # Without contention the two would take about their CPU time, one after the other.
-        "rows_per_cpu_s": round((deleted_runs + deleted_logs) / max(cpu + backend, 1e-6)),
+        # Several workers: their backends are gone by now; the whole machine's CPU instead.
+        "rows_per_cpu_s": round(
+            (deleted_runs + deleted_logs) / max(cpu + backend if workers == 1 else machine, 1e-6)
+        ),
         "baseline_rss_mb": round(baseline / 1024, 1),
         "peak_rss_mb": round(peak / 1024, 1),
         "rss_growth_mb": round((peak - baseline) / 1024, 1),
@@ -160,7 +180,12 @@ def drop_copy(url: str) -> None:
 
 
 def scenario(
-    source: str, method: str, share: float | None, runs: int | None, batch_size: int | None = None
+    source: str,
+    method: str,
+    share: float | None,
+    runs: int | None,
+    batch_size: int | None = None,
+    workers: int = 1,
 ) -> dict:
     began = time.perf_counter()
     url = fresh_copy(source)
@@ -169,6 +194,7 @@ def scenario(
         args = [sys.executable, __file__, "--child", method]
         args += ["--share", str(share)] if share is not None else ["--runs", str(runs)]
         args += ["--batch-size", str(batch_size)] if batch_size else []
+        args += ["--workers", str(workers)]
         env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
         done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True,
                               text=True)
@@ -177,15 +203,18 @@ def scenario(
         drop_copy(url)
     if batch_size:
         method = f"{method} (batch_size={batch_size:,})"
+    if workers > 1:
+        method = f"{method} (workers={workers})"
     row.update(
         method=method,
         share=f"{share:.0%}" if share is not None else f"oldest {runs:,}",
         copy_s=round(copy_s, 1),
     )
-    print(f"  {method:22} {row['share']:>14}: {row['runs_deleted']:,} runs + "
+    print(f"  {method:36} {row['share']:>14}: {row['runs_deleted']:,} runs + "
           f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
           f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB); CPU "
-          f"{row['process_cpu_s']} s here + {row['backend_cpu_s']} s in PostgreSQL = "
+          f"{row['process_cpu_s']} s here + {row['backend_cpu_s']} s in PostgreSQL "
+          f"({row['machine_cpu_s']} s machine-wide) = "
           f"{row['rows_per_cpu_s']:,} rows per CPU second", flush=True)
     return row
 
@@ -200,12 +229,16 @@ def main(argv=None) -> None:
     parser.add_argument("--share", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--big-batch", type=int, default=10_000,
+    parser.add_argument("--big-batch", type=int, default=0,
                         help="also purge the oldest 50%% with this batch size (0: skip)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="workers of the parallel scenarios (PostgreSQL; 1: skip them)")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.share, args.runs, args.batch_size)))
+        print(json.dumps(
+            child(args.child, args.share, args.runs, args.batch_size, args.workers)
+        ))
         return
     if not args.source:
         parser.error("--source (or DATABASE_URL) is required")
@@ -220,6 +253,11 @@ def main(argv=None) -> None:
         scenario(args.source, "purge_started_before", None, args.plain_runs),
         scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
     ]
+    if args.workers > 1 and engine == "postgresql":
+        rows.append(scenario(args.source, "purge_started_before", 0.10, None,
+                             workers=args.workers))
+        rows.append(scenario(args.source, "purge_started_before", 0.50, None,
+                             workers=args.workers))
     if args.big_batch:
         rows.append(scenario(args.source, "purge_started_before", 0.50, None, args.big_batch))
     total_runs = rows[0]["total_runs"]

@@ -534,7 +534,8 @@ def purge_section(purges: list[dict]) -> list[str]:
         "process's `ru_maxrss`.",
         "",
         "| data set | method | share | runs deleted | logs deleted | seconds | rows/s | "
-        "≥ 200k rows/s | CPU s (process + PostgreSQL) | rows per CPU s | ≥ 200k | peak RSS MB | "
+        "≥ 200k rows/s | CPU s (process + PostgreSQL; several workers: whole machine) | "
+        "rows per CPU s | ≥ 200k | peak RSS MB | "
         "RSS growth MB |",
         "|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|--:|--:|",
     ]
@@ -547,6 +548,8 @@ def purge_section(purges: list[dict]) -> list[str]:
             cpu_ok = cpu_rate >= PURGE_ROWS_PER_S if ours and cpu_rate else None
             cpu = (f"{row['process_cpu_s']} + {row['backend_cpu_s']}"
                    if "process_cpu_s" in row else "—")
+            if row.get("workers", 1) > 1:
+                cpu = f"{row['machine_cpu_s']} (machine)"
             out.append(
                 f"| {purge['engine']} {purge['runs']:,} / {purge['events']:,} | {row['method']} | "
                 f"{row['share']} | {row['runs_deleted']:,} | {row['logs_deleted']:,} | "

@@ -281,12 +281,94 @@ def test_purge_never_loads_rows(db, django_assert_max_num_queries):
         (["--batch-size", "-1"], "--batch-size must be between 1 and"),
         (["--batch-size", "1000000"], "--batch-size must be between 1 and"),
         (["--batch-size", "many"], "invalid int value"),
+        (["--workers", "0"], "--workers must be between 1 and"),
+        (["--workers", "17"], "--workers must be between 1 and"),
+        (["--workers", "two"], "invalid int value"),
     ],
 )
 def test_bad_arguments_are_command_errors(history, args, message):
     with pytest.raises(CommandError, match=message):
         purge(*args, "--noinput")
     assert len(run_ids()) == 4
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite refuses parallel workers")
+def test_workers_on_sqlite_are_refused_with_the_reason(history):
+    with pytest.raises(CommandError, match="--workers needs PostgreSQL"):
+        purge("--older-than", "30d", "--noinput", "--workers", "2")
+    with pytest.raises(ValueError, match="need PostgreSQL"):
+        SkillRun.objects.purge_started_before(timezone.now(), workers=2)
+    assert len(run_ids()) == 4
+
+
+# --- parallel workers (PostgreSQL) ---------------------------------------------------
+
+needs_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="parallel workers: PostgreSQL only"
+)
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_parallel_workers_delete_exactly_the_runs_before_the_cutoff():
+    cutoff = datetime(2024, 6, 1, tzinfo=UTC)
+    # Many runs share one started_at: a range boundary falls among them.
+    same_time = [(f"same-{i:04d}", cutoff - timedelta(days=1)) for i in range(700)]
+    spread = [(f"old-{i:04d}", cutoff - timedelta(minutes=i + 1)) for i in range(1500)]
+    at_cutoff = [("at-cutoff", cutoff)]
+    kept = [(f"new-{i:03d}", cutoff + timedelta(minutes=i)) for i in range(30)]
+    make_runs(same_time + spread + at_cutoff + kept)
+    totals = []
+
+    runs, logs = SkillRun.objects.purge_started_before(
+        cutoff, batch_size=100, workers=3, on_batch=lambda r, n: totals.append((r, n))
+    )
+
+    doomed = len(same_time) + len(spread)
+    assert (runs, logs) == (doomed, doomed * LOGS_PER_RUN)
+    assert run_ids() == {"at-cutoff"} | {run_id for run_id, _ in kept}
+    assert_only_whole_runs_remain(set())
+    # Running totals over all workers: rising, ending at what was deleted.
+    assert totals == sorted(totals)
+    assert totals[-1] == (runs, logs)
+    assert len(totals) >= doomed // 100
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_parallel_workers_with_few_runs_use_one_connection():
+    make_runs([(f"r{i}", datetime(2020, 1, 1, tzinfo=UTC)) for i in range(5)])
+    assert SkillRun.objects._purge_ranges(datetime(2021, 1, 1, tzinfo=UTC), 4, 100) == [
+        (None, datetime(2021, 1, 1, tzinfo=UTC))
+    ]
+    out = purge("--before", "2021-01-01T00:00:00Z", "--noinput", "--workers", "4")
+    assert "Deleted 5 run(s)" in out
+    assert not SkillRun.objects.exists()
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_one_worker_stops_the_others_and_is_raised():
+    cutoff = datetime(2024, 6, 1, tzinfo=UTC)
+    make_runs([(f"old-{i:04d}", cutoff - timedelta(minutes=i + 1)) for i in range(2000)])
+    calls = []
+
+    def fail_on_the_third_batch(runs: int, logs: int) -> None:
+        calls.append(runs)
+        if len(calls) == 3:
+            raise RuntimeError("progress output failed")
+
+    with pytest.raises(RuntimeError, match="progress output failed"):
+        SkillRun.objects.purge_started_before(
+            cutoff, batch_size=20, workers=2, on_batch=fail_on_the_third_batch
+        )
+    remaining = SkillRun.objects.count()
+    assert 1500 < remaining < 2000, "the other worker did not stop"
+    assert_only_whole_runs_remain(set())
+    # And the next purge finishes the job.
+    runs, logs = SkillRun.objects.purge_started_before(cutoff, workers=2, batch_size=20)
+    assert (runs, logs) == (remaining, remaining * LOGS_PER_RUN)
+    assert not SkillRun.objects.exists()
 
 
 # --- concurrency and kills -----------------------------------------------------------
@@ -357,7 +439,7 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def start_purge(cutoff: datetime, env: dict[str, str]) -> subprocess.Popen:
+def start_purge(cutoff: datetime, env: dict[str, str], workers: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -368,6 +450,8 @@ def start_purge(cutoff: datetime, env: dict[str, str]) -> subprocess.Popen:
             cutoff.isoformat(),
             "--batch-size",
             "5",
+            "--workers",
+            str(workers),
         ],
         cwd=BASE_DIR,
         env=env,
@@ -386,8 +470,20 @@ def assert_only_whole_runs_remain(kept_ids: set[str]):
     assert kept_ids <= run_ids()
 
 
+@pytest.mark.parametrize(
+    "workers",
+    [
+        1,
+        pytest.param(
+            3,
+            marks=pytest.mark.skipif(
+                connection.vendor != "postgresql", reason="parallel workers: PostgreSQL only"
+            ),
+        ),
+    ],
+)
 @pytest.mark.django_db(transaction=True)
-def test_sigkill_midway_leaves_whole_runs_and_a_second_run_finishes():
+def test_sigkill_midway_leaves_whole_runs_and_a_second_run_finishes(workers):
     cutoff = datetime(2024, 6, 1, tzinfo=UTC)
     doomed = [(f"old-{i:05d}", cutoff - timedelta(minutes=i + 1)) for i in range(6000)]
     kept = [(f"new-{i:03d}", cutoff + timedelta(minutes=i)) for i in range(50)]
@@ -397,7 +493,7 @@ def test_sigkill_midway_leaves_whole_runs_and_a_second_run_finishes():
 
     remaining = len(doomed)
     for kill in range(3):
-        child = start_purge(cutoff, env)
+        child = start_purge(cutoff, env, workers)
         try:
             # Wait until the child has committed a batch or two, then kill it mid-work.
             deadline = time.monotonic() + 60
@@ -418,7 +514,7 @@ def test_sigkill_midway_leaves_whole_runs_and_a_second_run_finishes():
         remaining = now_remaining
         assert_only_whole_runs_remain(kept_ids)
 
-    finish = start_purge(cutoff, env)
+    finish = start_purge(cutoff, env, workers)
     out, err = finish.communicate(timeout=300)
     assert finish.returncode == 0, err
     assert f"Deleted {remaining} run(s) and {remaining * LOGS_PER_RUN} log event(s)" in out

@@ -5,10 +5,12 @@
     manage.py purge_runs --before 2025-01-01T00:00:00Z
     manage.py purge_runs --dry-run            # counts only
     manage.py purge_runs --noinput            # for cron
+    manage.py purge_runs --workers 2          # PostgreSQL: purge on 2 connections at once
 
 The deleting is SkillRunManager.purge_started_before, the code behind the contract's
 purge_older_than: batches of runs, one transaction each, so a kill at any moment leaves
 whole runs (never logs without their run) and running the command again finishes the job.
+With --workers N (PostgreSQL) the runs are split into N started_at ranges purged at once.
 """
 
 import sys
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -27,6 +30,7 @@ from runs.models import SkillRun
 DEFAULT_BATCH_SIZE = 2000
 # SQLite allows 32,766 parameters in one statement; a batch's ids are one IN list.
 MAX_BATCH_SIZE = 30_000
+MAX_WORKERS = 16
 # Seconds between progress lines at normal verbosity (every batch at -v 2).
 PROGRESS_EVERY = 5.0
 
@@ -72,6 +76,16 @@ class Command(BaseCommand):
             help=f"Runs deleted per transaction (1 to {MAX_BATCH_SIZE}; default "
             f"{DEFAULT_BATCH_SIZE}).",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help=(
+                "PostgreSQL only: purge on this many connections at once, each a share of "
+                f"the runs (1 to {MAX_WORKERS}; default 1). One deleting backend keeps one "
+                "core busy: use up to the database server's idle cores."
+            ),
+        )
 
     def handle(self, *args, **options):
         now = timezone.now()
@@ -79,6 +93,14 @@ class Command(BaseCommand):
         batch_size = options["batch_size"]
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}")
+        workers = options["workers"]
+        if not 1 <= workers <= MAX_WORKERS:
+            raise CommandError(f"--workers must be between 1 and {MAX_WORKERS}")
+        if workers > 1 and connections[SkillRun.objects.db].vendor != "postgresql":
+            raise CommandError(
+                "--workers needs PostgreSQL: SQLite allows one writer at a time, so "
+                "parallel workers would only wait for each other. Leave it at 1."
+            )
         when = f"started before {cutoff.isoformat()} ({described})"
 
         if options["dry_run"] or options["interactive"]:
@@ -99,7 +121,7 @@ class Command(BaseCommand):
                 self.stdout.write("Purge cancelled; nothing was deleted.")
                 return
 
-        self.purge(cutoff, when, batch_size, options["verbosity"])
+        self.purge(cutoff, when, batch_size, workers, options["verbosity"])
 
     def cutoff(self, older_than, before, now: datetime) -> tuple[datetime, str]:
         """The cutoff in UTC and how it was chosen; CommandError for anything doubtful."""
@@ -165,7 +187,9 @@ class Command(BaseCommand):
         answer = stdin.readline()
         return answer.strip().lower() == "yes"
 
-    def purge(self, cutoff: datetime, when: str, batch_size: int, verbosity: int) -> None:
+    def purge(
+        self, cutoff: datetime, when: str, batch_size: int, workers: int, verbosity: int
+    ) -> None:
         started = last_report = time.monotonic()
 
         def progress(runs: int, logs: int) -> None:
@@ -187,7 +211,7 @@ class Command(BaseCommand):
 
         try:
             runs, logs = SkillRun.objects.purge_started_before(
-                cutoff, batch_size=batch_size, on_batch=on_batch
+                cutoff, batch_size=batch_size, on_batch=on_batch, workers=workers
             )
         except KeyboardInterrupt:
             raise CommandError(
