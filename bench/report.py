@@ -201,6 +201,14 @@ def targets(run: dict) -> list[Target]:
             f"gunicorn worker RSS over {memory[0]['requests']:,} requests", detail, ok,
             "(same)", ok, f"≤ +{RSS_GROWTH:.0%}",
         ))
+    if vendor != "postgresql":
+        # Issue 6's targets are for PostgreSQL; on SQLite it asks for the same figures and
+        # sets one limit, the list page's p95. The others are shown beside PostgreSQL's.
+        out = [
+            row if row[0].startswith("run list, no filter")
+            else (row[0], row[1], None, row[3], None, f"{row[5]} (PostgreSQL's)")
+            for row in out
+        ]
     return out
 
 
@@ -313,6 +321,11 @@ def dataset_section(run: dict) -> list[str]:
             "comparison only (the stock admin, counting fewer rows, is faster here too).",
             "",
         ]),
+        *([] if meta["vendor"] == "postgresql" else [
+            "On SQLite issue 6 asks for the same figures with one limit of its own, the list "
+            "page's p95; the other rows are reported beside PostgreSQL's limits (no verdict).",
+            "",
+        ]),
         "Wall clock is what was measured on the shared machine; the estimate is the same",
         "figure from CPU time (this thread's, plus PostgreSQL's own execution time), which",
         "contention inflates far less. Both are measurements; neither is the idle machine.",
@@ -400,6 +413,9 @@ def failing_details(run: dict, growth: list[tuple]) -> list[str]:
 
     limit = LIST_P95_MS[vendor]
     suspects = [(r, "list page p95") for r in rows_of(run, "list") if over(r, limit)]
+    if vendor != "postgresql":
+        # SQLite's one target; the others are reported only (see targets()).
+        return details_of(suspects, run, vendor)
     suspects += [(r, "count p95") for r in rows_of(run, "count") if over(r, COUNT_MS)]
     pages = by_name(rows_of(run, "pages"))
     for name, page_limit in (("run page, 1,000 events", RUN_1000_P95_MS),
@@ -418,6 +434,11 @@ def failing_details(run: dict, growth: list[tuple]) -> list[str]:
                  > LAST_RUN_DB_MS]
     suspects += [(g[10], "growth") for g in growth
                  if g[9] == meta["runs"] and g[0] == vendor and g[7] and g[7] > GROWTH_RATIO]
+    return details_of(suspects, run, vendor)
+
+
+def details_of(suspects: list[tuple[dict, str]], run: dict, vendor: str) -> list[str]:
+    meta = run["meta"]
     out, seen = [], set()
     for row, why in suspects:
         if not row.get("slowest_sql") or (row["name"], why) in seen:
@@ -499,15 +520,17 @@ def write() -> None:
             "",
             "## Growth: the same page on the smaller and the bigger data set (medians)",
             "",
+            "The 1.5× limit is issue 6's target for PostgreSQL; SQLite's ratios are reported.",
+            "",
             "| database | runs | page | smaller ms | bigger ms | ratio | ≤ 1.5× | CPU + DB "
             "estimate, smaller → bigger ms | ratio | ≤ 1.5× |",
             "|---|---|---|--:|--:|--:|---|---|--:|---|",
         ]
         out += [
             f"| {g[0]} | {g[8]:,} → {g[9]:,} | {g[1]} | {ms(g[2])} | {ms(g[3])} | {g[4]:.2f}× | "
-            f"{verdict(g[4] <= GROWTH_RATIO)} | {ms(g[5])} → {ms(g[6])} | "
-            f"{f'{g[7]:.2f}×' if g[7] else '—'} | "
-            f"{verdict(None if g[7] is None else g[7] <= GROWTH_RATIO)} |"
+            f"{verdict(g[4] <= GROWTH_RATIO if g[0] == 'postgresql' else None)} | "
+            f"{ms(g[5])} → {ms(g[6])} | {f'{g[7]:.2f}×' if g[7] else '—'} | "
+            f"{verdict(None if g[7] is None or g[0] != 'postgresql' else g[7] <= GROWTH_RATIO)} |"
             for g in growth
         ]
     if purges:
@@ -543,7 +566,8 @@ def purge_section(purges: list[dict]) -> list[str]:
         for row in purge["rows"]:
             rate = row["rows_per_s"]
             cpu_rate = row.get("rows_per_cpu_s")
-            ours = row["method"].startswith("purge_started")
+            # Issue 4's rate target is for PostgreSQL; SQLite's figures are reported.
+            ours = row["method"].startswith("purge_started") and purge["engine"] == "postgresql"
             ok = rate >= PURGE_ROWS_PER_S if ours else None
             cpu_ok = cpu_rate >= PURGE_ROWS_PER_S if ours and cpu_rate else None
             cpu = (f"{row['process_cpu_s']} + {row['backend_cpu_s']}"
