@@ -46,7 +46,7 @@ from .filters import (
 )
 from .models import SkillRun, SkillRunLog
 from .storage import DjangoStorage, SchemaMissing, run_from_model
-from .views import build_call_tree
+from .views import build_call_tree, with_has_children
 
 DEFAULT_PAGE_SIZE = contract.DEFAULT_LIMIT
 MAX_PAGE_SIZE = contract.MAX_LIMIT
@@ -343,7 +343,7 @@ class RunListView(ApiView):
         if position is not None:
             matching = matching.older_than(*position)
         rows = list(matching.newest_first().summaries()[: page_size + 1])
-        more, rows = len(rows) > page_size, rows[:page_size]
+        more, rows = len(rows) > page_size, with_has_children(rows[:page_size])
         cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
         return Response(
             {
@@ -507,7 +507,7 @@ class RunChainView(ApiView):
         if full:
             data = s.RunSerializer(full_runs([run.id for run in chain]), many=True).data
         else:
-            data = s.RunSummarySerializer(chain, many=True).data
+            data = s.RunSummarySerializer(with_has_children(chain), many=True).data
         return Response({"results": data, "next_cursor": None, "next": None})
 
 
@@ -534,6 +534,8 @@ class RunChildrenView(ApiView):
         else:
             rows = list(children.summaries()[: page_size + 1])
         more, rows = len(rows) > page_size, rows[:page_size]
+        if not full:
+            with_has_children(rows)
         serializer = s.RunSerializer if full else s.RunSummarySerializer
         cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
         return Response(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Exists, F, OuterRef, Q, TextField
+from django.db.models import F, Q, TextField
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
@@ -155,13 +155,13 @@ class SkillRunQuerySet(models.QuerySet):
         """The columns a list shows, with short previews computed in the database.
 
         Lists never load inputs, output or error whole: they can be megabytes, or JSON too
-        deep to parse. ``has_children`` is one probe of the children index per row.
+        deep to parse. Whether a run has children is asked separately, for the page's rows
+        only (ids_with_children): as a column of this query PostgreSQL planned it as a
+        hashed subplan over every nested run (9 ms a page at 100k runs).
         """
-        child = self.model.objects.children_of(OuterRef("id"))
         return self.only(*SUMMARY_FIELDS).annotate(
             output_preview=Substr("output", 1, PREVIEW_CHARS),
             error_preview=Substr("error", 1, PREVIEW_CHARS),
-            has_children=Exists(child),
         )
 
     def summary_values(self):
@@ -302,6 +302,30 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             chain
         )
         return [rows[chain_id] for chain_id in reversed(chain)]
+
+    def ids_with_children(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of these runs (a page of them) started at least one other run.
+
+        One primary-key probe and one probe of the children index per id: EXISTS stops at
+        the first child, where "parent_run_id IN (...)" would read every child of a big
+        parent. Raw SQL because building it with the ORM took longer than running it
+        (0.8 ms against 0.1 ms on SQLite). The child predicate is spelled as the
+        runs_children index spells it, or SQLite does not use the index.
+        """
+        run_ids = list(run_ids)
+        if not run_ids:
+            return set()
+        table = self.model._meta.db_table
+        sql = f"""
+            SELECT r.id FROM {table} r
+            WHERE r.id IN ({", ".join(["%s"] * len(run_ids))}) AND EXISTS (
+                SELECT 1 FROM {table} c
+                WHERE c.parent_run_id = r.id AND NOT (c.parent_run_id = '')
+            )
+        """
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, run_ids)
+            return {row[0] for row in cursor.fetchall()}
 
     def skill_ids(self) -> list[str]:
         """Every distinct skill_id, one index probe per skill (a loose index scan).

@@ -68,6 +68,7 @@ class Sample:
     nested_run_id: str  # a recent run that has a parent
     parent_run_id: str  # its parent, so it has at least one child
     skill_ids: tuple[str, ...]  # up to 50 recent skills and one that never ran
+    page_ids: tuple[str, ...]  # a list page: the 50 newest runs and a run with children
     cursor_at: datetime  # a keyset position in the middle of the recent runs
     cursor_id: str
     newest: datetime
@@ -102,6 +103,7 @@ class Sample:
             nested_run_id=nested[0],
             parent_run_id=nested[5],
             skill_ids=(*skills[:50], "skill that never ran"),
+            page_ids=(*(row[0] for row in rows[:50]), nested[5]),
             cursor_at=middle[1],
             cursor_id=middle[0],
             newest=rows[0][1],
@@ -302,7 +304,7 @@ def _catalog() -> list[Query]:
         ),
         # The dashboard's own queries (runs/views.py), beside the contract's.
         Query(
-            "dashboard: run list page with previews and has-children probes",
+            "dashboard: run list page with previews",
             lambda st, s: list(
                 SkillRun.objects.db_manager(st.using)
                 .matching(RunFilter(top_level_only=True))
@@ -310,6 +312,10 @@ def _catalog() -> list[Query]:
                 .summaries()[:51]
             ),
             walk_ok=True,
+        ),
+        Query(
+            "dashboard: which runs of a page have children",
+            lambda st, s: SkillRun.objects.db_manager(st.using).ids_with_children(s.page_ids),
         ),
         Query(
             "dashboard: bounded count of the default list",

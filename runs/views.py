@@ -60,6 +60,15 @@ def home(request):
 # --- run list --------------------------------------------------------------------------
 
 
+def with_has_children(rows):
+    """Set ``has_children`` on summary rows: one query for the page, not a probe per row
+    inside the list's own query (see SkillRunQuerySet.summaries)."""
+    parents = SkillRun.objects.ids_with_children([run.id for run in rows])
+    for run in rows:
+        run.has_children = run.id in parents
+    return rows
+
+
 @dashboard_view
 def run_list(request):
     filterset = RunFilterSet(
@@ -94,6 +103,7 @@ def run_list(request):
             rows = rows[:PAGE_SIZE]
     except cursors.InvalidCursor as exc:
         return bad_request(request, {"after" if after else "before": [str(exc)]})
+    with_has_children(rows)
     count = matching.bounded_count(COUNT_CAP)
     context = {
         "filterset": filterset,

@@ -903,6 +903,25 @@ def test_children_are_paged_oldest_first(reader, family):
     assert ids(reader.get(run_url("nobody-has-this", "children"))) == []
 
 
+def test_has_children_on_lists_chains_and_children(reader, family):
+    def has_children(url) -> dict[str, bool]:
+        return {run["id"]: run["has_children"] for run in assert_json(reader.get(url))["results"]}
+
+    # Newest first: the seven kids and leaf fill the first page; mid, whose only child is
+    # leaf, opens the second.
+    first = assert_json(reader.get("/api/runs/?include_nested=1&page_size=8"))
+    assert {run["id"]: run["has_children"] for run in first["results"]} == {
+        **{f"kid-{i}": False for i in range(7)},
+        "leaf": False,
+    }
+    assert has_children(first["next"]) == {"mid": True, "root": True}
+    assert has_children(run_url("leaf", "chain")) == {"root": True, "mid": True, "leaf": False}
+    assert has_children(run_url("root", "children")) == {
+        "mid": True,
+        **{f"kid-{i}": False for i in range(7)},
+    }
+
+
 def test_tree_is_flat_preorder_with_depths(reader, family):
     tree = assert_json(reader.get(run_url("leaf", "tree")))
     assert (tree["run_id"], tree["root_id"], tree["size"]) == ("leaf", "root", 10)

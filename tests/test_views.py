@@ -325,6 +325,39 @@ def test_list_marks_nested_runs_and_runs_with_children(client, viewer, mixed_run
     assert reverse("runs:run_tree", args=["top-ok"]) in row_parent
 
 
+def tree_links_on(response) -> dict[str, bool]:
+    """Each row's run id -> whether the row links to the call tree (it has children)."""
+    html = response.content.decode()
+    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    marked = {}
+    for row in body.split("<tr>")[1:]:
+        run_id = re.search(r'<td class="time"><a href="/runs/([^"]+)/">', row).group(1)
+        marked[run_id] = f'href="/runs/{run_id}/tree/"' in row
+    return marked
+
+
+def test_tree_links_mark_exactly_the_runs_with_children_on_every_page(client, viewer):
+    runs = [f"run-{i:04d}" for i in range(PAGE_SIZE + 10)]
+    for i, run_id in enumerate(runs):
+        record_run(run_id, minutes=i)
+    # Newest first: run-0010 is the last row of the first page, run-0009 the first of the
+    # second; each has one child, newer than every top-level run (listed only with nested).
+    with_children = {"run-0010", "run-0009", "run-0030"}
+    for parent in with_children:
+        record_run(f"kid-of-{parent}", minutes=1000, parent=parent)
+    first = client.get(reverse("runs:run_list"))
+    older = re.search(r'rel="next" href="([^"]+)"', first.content.decode()).group(1)
+    second = client.get(reverse("runs:run_list") + older.replace("&amp;", "&"))
+    marked = tree_links_on(first)
+    assert list(marked)[-1] == "run-0010"
+    assert list(tree_links_on(second))[0] == "run-0009"
+    marked.update(tree_links_on(second))
+    assert marked == {run_id: run_id in with_children for run_id in runs}
+    nested = tree_links_on(client.get(reverse("runs:run_list") + "?include_nested=1"))
+    assert {run_id for run_id, has in nested.items() if has} == with_children & set(nested)
+    assert not any(has for run_id, has in nested.items() if run_id.startswith("kid-of-"))
+
+
 # --- run page ------------------------------------------------------------------------
 
 
