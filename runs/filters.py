@@ -120,6 +120,15 @@ class RunFilterSet(django_filters.FilterSet):
     def is_valid(self):
         return not self.problems and super().is_valid()
 
+    def get_form_class(self):
+        """The form class, built once: django-filters builds a new class with new fields
+        for every request. Its fields depend on nothing in the request (each form still
+        copies them, as Django forms do)."""
+        cls = type(self)
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = super().get_form_class()
+        return cls._form_class
+
     @property
     def error_messages(self) -> dict[str, list[str]]:
         """Every problem, keyed by the parameter it is about."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, urlencode
 
 from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
@@ -138,17 +138,32 @@ class FilterLinks:
 
     def __init__(self, params: Iterable[tuple[str, str]]):
         self.params = [(k, v) for k, v in params if k not in ("after", "before")]
+        # Per key, the encoded query around its value; per (key, value, title), the link.
+        # A page repeats the same few skills, callers and channels: each link is built
+        # once, not once per row (building them was a third of the rows' time).
+        self._around: dict[str, tuple[str, str]] = {}
+        self._anchors: dict[tuple[str, str, str], str] = {}
 
     def __call__(self, key: str, value: str) -> str:
-        params = [(k, v) for k, v in self.params if k != key]
-        position = next((i for i, (k, _) in enumerate(self.params) if k == key), len(params))
-        params.insert(position, (key, value))
-        return "?" + urlencode(params)
+        if key not in self._around:
+            params = [(k, v) for k, v in self.params if k != key]
+            position = next((i for i, (k, _) in enumerate(self.params) if k == key), len(params))
+            before, after = urlencode(params[:position]), urlencode(params[position:])
+            self._around[key] = (
+                f"?{before}&{quote_plus(key)}=" if before else f"?{quote_plus(key)}=",
+                f"&{after}" if after else "",
+            )
+        before, after = self._around[key]
+        return f"{before}{quote_plus(value)}{after}"
 
     def anchor(self, key: str, value: str, title: str) -> str:
         if not value:
             return ""
-        return f'<a href="{esc(self(key, value))}" title="{title}">{esc(value)}</a>'
+        found = self._anchors.get((key, value, title))
+        if found is None:
+            found = f'<a href="{esc(self(key, value))}" title="{title}">{esc(value)}</a>'
+            self._anchors[(key, value, title)] = found
+        return found
 
 
 NESTED_MARK = ' <span class="mark" title="Nested: started by another run">nested</span>'
@@ -195,6 +210,18 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             "</tr>\n"
         )
     return mark_safe("".join(rows))
+
+
+def options(choices, selected: str) -> SafeString:
+    """The <option>s of a <select> (the list's status filter), ``selected`` marked: a
+    template loop spent 0.2 ms on ten options."""
+    return mark_safe(
+        "".join(
+            f'<option value="{esc(value)}"{" selected" if value == selected else ""}>'
+            f"{esc(label)}</option>\n"
+            for value, label in choices
+        )
+    )
 
 
 CURRENT = ' aria-current="true"'

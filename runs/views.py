@@ -104,7 +104,10 @@ def run_list(request):
     except cursors.InvalidCursor as exc:
         return bad_request(request, {"after" if after else "before": [str(exc)]})
     with_has_children(rows)
-    count = matching.bounded_count(COUNT_CAP)
+    if after or before or has_older:
+        count = matching.bounded_count(COUNT_CAP)
+    else:
+        count = len(rows)  # the first page holds every matching run: no count to ask
     context = {
         "filterset": filterset,
         "form": filterset.form,

@@ -294,7 +294,8 @@ def test_list_queries_are_constant_and_skip_big_columns(client, viewer, django_u
             assert client.get(reverse("runs:run_list")).status_code == 200
         return ctx.captured_queries
 
-    for i in range(3):
+    # More than a page, so that both lists ask for the count.
+    for i in range(PAGE_SIZE + 1):
         record_run(f"few-{i}", minutes=i, output="o" * 10_000, inputs={"big": "i" * 10_000})
     few = queries_for_list()
     for i in range(60):
@@ -310,11 +311,49 @@ def test_list_queries_are_constant_and_skip_big_columns(client, viewer, django_u
         assert not re.search(r'(?<!\()"skill_runs"\."(output|error)"', sql)
 
 
+def test_a_list_that_fits_on_its_first_page_is_counted_without_a_query(client, viewer, many_runs):
+    def count_queries(query):
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(reverse("runs:run_list"), query)
+        return response, [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"]]
+
+    response, counts = count_queries({"skill": "s1"})
+    assert len(ids_on(response)) == 37 and "37 runs" in response.content.decode()
+    assert counts == []
+    response, counts = count_queries({})
+    assert f"{len(many_runs)} runs" in response.content.decode() and len(counts) == 1
+    # the last page (a cursor, fewer rows than a page) still counts every matching run
+    last_row = sorted(many_runs, key=lambda r: (int(r[4:]) // 2, r), reverse=True)[-11]
+    cursor = cursors.encode(SkillRun.objects.get(pk=last_row).started_at, last_row)
+    response, counts = count_queries({"after": cursor})
+    assert len(ids_on(response)) == 10 and len(counts) == 1
+    assert f"{len(many_runs)} runs" in response.content.decode()
+
+
 def test_list_links_filter_by_skill_caller_and_channel(client, viewer, mixed_runs):
     html = client.get(reverse("runs:run_list") + "?include_nested=1").content.decode()
     assert 'href="?include_nested=1&amp;skill=lookup"' in html
     assert 'href="?include_nested=1&amp;caller=bob"' in html
     assert 'href="?include_nested=1&amp;channel=ops"' in html
+
+
+def test_filter_links_keep_the_other_filters_in_place_and_encode_the_value(client, viewer):
+    record_run("odd", skill="a&b <i>", caller="c d", channel="ops")
+    record_run("plain", skill="lookup", caller="c d", channel="ops", minutes=1)
+    html = client.get(reverse("runs:run_list"), {"caller": "c d", "channel": "ops"}).content
+    html = html.decode()
+    # a new filter goes last; one that replaces a filter keeps its place
+    assert 'href="?caller=c+d&amp;channel=ops&amp;skill=a%26b+%3Ci%3E"' in html
+    assert 'href="?caller=c+d&amp;channel=ops&amp;skill=lookup"' in html
+    # each row's caller and channel links are the current query itself
+    assert html.count('href="?caller=c+d&amp;channel=ops"') == 4
+    assert ">a&amp;b &lt;i&gt;</a>" in html
+
+
+def test_status_filter_shows_the_status_chosen(client, viewer, mixed_runs):
+    html = client.get(reverse("runs:run_list"), {"status": "error"}).content.decode()
+    assert '<option value="error" selected>error</option>' in html
+    assert html.count(" selected>") == 1
 
 
 def test_list_marks_nested_runs_and_runs_with_children(client, viewer, mixed_runs):

@@ -12,6 +12,7 @@ register.simple_tag(rendering.run_rows, name="run_rows")
 register.simple_tag(rendering.tree_items, name="tree_items")
 register.simple_tag(rendering.timeline_items, name="timeline_items")
 register.simple_tag(rendering.skill_rows, name="skill_rows")
+register.simple_tag(rendering.options, name="options")
 for _filter in (
     rendering.seconds,
     rendering.count,
