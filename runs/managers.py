@@ -77,7 +77,8 @@ class SkillRunQuerySet(models.QuerySet):
         return qs
 
     def top_level(self):
-        return self.filter(parent_run_id="")
+        # is_empty, not ="": SQLite then answers from the top-level partial indexes alone.
+        return self.filter(parent_run_id__is_empty=True)
 
     def for_skill(self, skill_id: str, include_dry_run: bool = False):
         return self.filter(skill_id=skill_id).hiding_dry_runs(include_dry_run)
@@ -87,7 +88,7 @@ class SkillRunQuerySet(models.QuerySet):
 
     def children_of(self, parent_run_id: str):
         # The repeated "<> ''" lets SQLite use the partial index (it does not prove it).
-        return self.filter(parent_run_id=parent_run_id).exclude(parent_run_id="")
+        return self.filter(parent_run_id=parent_run_id).exclude(parent_run_id__is_empty=True)
 
     def finished_before(self, cutoff: datetime):
         return (

@@ -3,7 +3,7 @@
 from django.db import models
 from django.db.models import Q
 
-from . import contract
+from . import contract, lookups  # noqa: F401  (registers CharField __is_empty)
 from .managers import SkillRunLogManager, SkillRunManager
 
 
