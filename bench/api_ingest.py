@@ -36,7 +36,6 @@ from runs.client import HttpStorage  # noqa: E402
 from runs.contract import SkillRun, SkillRunLog  # noqa: E402
 from runs.recorder import Sink  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "var" / "bench"
 PY = str(ROOT / ".venv" / "bin" / "python")
 
@@ -173,11 +172,7 @@ def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, 
     if errors:
         raise errors[0]
     events = clients * runs * batches * size
-    figure = {
-        "events": events,
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(events / elapsed),
-    }
+    figure = rate(events, elapsed)
     if meter:
         after = meter.snapshot()
         cpu = {key: after[key] - before[key] for key in after}
@@ -187,6 +182,10 @@ def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, 
         # What two otherwise idle cores would sustain at this CPU cost per event.
         figure["events_per_s_on_2_idle_cores"] = round(2 * events / sum(cpu.values()))
     return figure
+
+
+def rate(events: int, elapsed: float) -> dict:
+    return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
 
 
 def recorder(storage, events: int, tag: str, meter: CpuMeter | None = None) -> dict:
@@ -202,11 +201,7 @@ def recorder(storage, events: int, tag: str, meter: CpuMeter | None = None) -> d
     elapsed = time.perf_counter() - started
     if sink.failures or run.failures:
         raise RuntimeError(f"the recorder counted {sink.failures + run.failures} failures")
-    figure = {
-        "events": events,
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(events / elapsed),
-    }
+    figure = rate(events, elapsed)
     if meter:
         after = meter.snapshot()
         figure["cpu_ms_per_event"] = {
@@ -275,9 +270,9 @@ def main() -> None:
         "payload_bytes": len(json.dumps(payload(0))),
         "figures": figures,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"api-ingest-{vendor}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from bench import report
+
+    out = report.save(f"api-ingest-{vendor}", result)
     print(
         f"{vendor}: events recorded per second ({result['payload_bytes']}-byte payloads, "
         f"load average {result['load_average_1m']})"

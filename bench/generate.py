@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
 
 SIZES = {
     "small": (10_000, 100_000),
@@ -730,8 +730,9 @@ def main(argv=None) -> None:
         "overall_rows_per_s": round(rows / total),
         **{name: round(value, 1) for name, value in timings.items()},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"generate-{engine}-{runs}.json").write_text(json.dumps(record, indent=2) + "\n")
+    from bench import report
+
+    report.save(f"generate-{engine}-{runs}", record)
     print(
         f"done in {total:.1f} s: {rows:,} rows; load {load:.1f} s ({rows / load:,.0f} rows/s: "
         f"runs {runs / timings['runs_copy_s']:,.0f}/s, events "

@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "var" / "bench"
 DEEP_OFFSET = 10_000
 
@@ -179,13 +178,11 @@ def main(argv=None) -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"growth-{vendor}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    from bench import report
+
+    path = report.save(f"growth-{vendor}", record)
     print(f"wrote {path.relative_to(ROOT)}")
     if not args.no_report:
-        from bench import report
-
         report.write()
 
 

@@ -254,9 +254,9 @@ def main() -> int:
         **figures,
         "wrk_output": out,
     }
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"load-{engine}.json").write_text(json.dumps(result, indent=2) + "\n")
+    from bench import report
+
+    report.save(f"load-{engine}", result)
     print(out)
     print(json.dumps({k: v for k, v in result.items() if k != "wrk_output"}, indent=2))
     failed = figures["non_2xx_3xx"] or figures["socket_errors"] or not figures["requests"]

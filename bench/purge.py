@@ -38,7 +38,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
 COPY_NAME = "sa_bench_purge"
 
 
@@ -276,13 +275,11 @@ def main(argv=None) -> None:
             + ", ".join(f"{r['copy_s']} s" for r in rows) + " to make."
         ),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"purge-{engine}-{total_runs}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    from bench import report
+
+    path = report.save(f"purge-{engine}-{total_runs}", record)
     print(f"wrote {path.relative_to(ROOT)}")
     if not args.no_report:
-        from bench import report
-
         report.write()
 
 

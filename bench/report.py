@@ -27,6 +27,14 @@ PURGE_ROWS_PER_S = 200_000
 PURGE_FLAT_MB = 10  # more deleted may cost at most this much more peak memory
 
 
+def save(name: str, record: dict) -> Path:
+    """Write one measurement, results/<name>.json, where write() reads it back."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
 def load() -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict]]:
     """Results of run.py, generate.py, purge.py, load.py, and other scripts' (``script`` +
     ``figures``, e.g. api_ingest.py)."""

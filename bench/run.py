@@ -78,19 +78,19 @@ def main(argv=None) -> None:
     django.setup()
     bench = Bench(repeat=repeat, quick=args.quick, memory_requests=memory_requests, env=env)
     results = bench.run(sections)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{results['meta']['label']}.json"
-    if path.exists() and args.only:
+    from bench import report
+
+    label = results["meta"]["label"]
+    previous = RESULTS / f"{label}.json"
+    if previous.exists() and args.only:
         # A partial run updates its sections and keeps the others.
-        merged = json.loads(path.read_text())
+        merged = json.loads(previous.read_text())
         merged["meta"] = results["meta"]
         merged["sections"].update(results["sections"])
         results = merged
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    path = report.save(label, results)
     print(f"wrote {path.relative_to(ROOT)}")
     if not args.no_report:
-        from bench import report
-
         report.write()
         print("wrote bench/RESULTS.md")
 

@@ -424,17 +424,25 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         PostgreSQL backend deleting is CPU-bound, and the work parallelises cleanly since
         the ranges share no run. ``on_batch`` gets the running totals of all workers.
         """
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        connection = connections[self.db]
-        if workers > 1 and connection.vendor != "postgresql":
-            raise ValueError(
-                f"parallel purge workers need PostgreSQL; {connection.vendor} has one writer"
-            )
+        self.check_purge_workers(workers)
+        totals = _RunningTotals(on_batch)
         ranges = self._purge_ranges(t, workers, batch_size) if workers > 1 else [(None, t)]
         if len(ranges) == 1:
-            return self._purge_range(None, t, batch_size, on_batch)
-        return self._purge_in_parallel(ranges, batch_size, on_batch)
+            self._purge_range(None, t, batch_size, totals.add)
+        else:
+            self._purge_in_parallel(ranges, batch_size, totals.add)
+        return totals.runs, totals.logs
+
+    def check_purge_workers(self, workers: int) -> None:
+        """ValueError unless this database can purge with ``workers`` connections."""
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        vendor = connections[self.db].vendor
+        if workers > 1 and vendor != "postgresql":
+            raise ValueError(
+                f"parallel purge workers need PostgreSQL: {vendor} allows one writer at a "
+                "time, so they would only wait for each other"
+            )
 
     def _purge_ranges(self, t: datetime, workers: int, batch_size: int) -> list[tuple]:
         """[lo, hi) started_at ranges holding about the same number of runs each.
@@ -453,23 +461,14 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         edges = [None, *bounds, t]
         return list(zip(edges, edges[1:], strict=False))
 
-    def _purge_in_parallel(self, ranges, batch_size, on_batch) -> tuple[int, int]:
+    def _purge_in_parallel(self, ranges, batch_size, on_batch) -> None:
         """One thread (and database connection) per range; the first error stops all."""
-        totals = [0, 0]
-        lock = threading.Lock()
         stop = threading.Event()
         errors: list[BaseException] = []
 
-        def add(runs: int, logs: int) -> None:
-            with lock:
-                totals[0] += runs
-                totals[1] += logs
-                if on_batch is not None:
-                    on_batch(totals[0], totals[1])
-
         def worker(lo, hi) -> None:
             try:
-                self._purge_range(lo, hi, batch_size, add, stop=stop, deltas=True)
+                self._purge_range(lo, hi, batch_size, on_batch, stop=stop)
             except BaseException as exc:  # re-raised in the calling thread below
                 errors.append(exc)
                 stop.set()
@@ -490,20 +489,17 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             raise
         if errors:
             raise errors[0]
-        return totals[0], totals[1]
 
     def _purge_range(
         self,
         lo: datetime | None,
         hi: datetime,
         batch_size: int,
-        on_batch: Callable[[int, int], None] | None,
+        on_batch: Callable[[int, int], None],
         stop: threading.Event | None = None,
-        deltas: bool = False,
-    ) -> tuple[int, int]:
-        """Purge the runs started in [lo, hi) batch by batch; on_batch gets running totals
-        (or each batch's counts with ``deltas``)."""
-        runs_deleted = logs_deleted = 0
+    ) -> None:
+        """Purge the runs started in [lo, hi) batch by batch; on_batch gets each batch's
+        (runs, logs) after its commit."""
         connection = connections[self.db]
         doomed = self.started_before(hi)
         if lo is not None:
@@ -526,15 +522,8 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
                 )
                 if not ids:
                     break
-                batch_runs, batch_logs = self._delete_locked(ids)
-                runs_deleted += batch_runs
-                logs_deleted += batch_logs
-            if on_batch is not None:
-                if deltas:
-                    on_batch(batch_runs, batch_logs)
-                else:
-                    on_batch(runs_deleted, logs_deleted)
-        return runs_deleted, logs_deleted
+                deleted = self._delete_locked(ids)
+            on_batch(*deleted)
 
     def delete_with_logs(self, run_ids: Sequence[str]) -> tuple[int, int]:
         """Delete these runs and their logs in one transaction; returns (runs, logs).
@@ -581,6 +570,23 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         doomed = self.started_before(t)
         logs = self.model.logs.field.model.objects.db_manager(self.db)
         return doomed.count(), logs.filter(run__in=doomed.values("pk")).count()
+
+
+class _RunningTotals:
+    """Runs and logs a purge has deleted so far, over all its workers; each added batch is
+    passed on, as the new totals, to the caller's on_batch (one at a time)."""
+
+    def __init__(self, on_batch: Callable[[int, int], None] | None):
+        self.runs = self.logs = 0
+        self.on_batch = on_batch
+        self.lock = threading.Lock()
+
+    def add(self, runs: int, logs: int) -> None:
+        with self.lock:
+            self.runs += runs
+            self.logs += logs
+            if self.on_batch is not None:
+                self.on_batch(self.runs, self.logs)
 
 
 PAYLOAD_PREVIEW_CHARS = 2000

@@ -294,7 +294,7 @@ def test_bad_arguments_are_command_errors(history, args, message):
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite refuses parallel workers")
 def test_workers_on_sqlite_are_refused_with_the_reason(history):
-    with pytest.raises(CommandError, match="--workers needs PostgreSQL"):
+    with pytest.raises(CommandError, match="--workers 2: parallel purge workers need PostgreSQL"):
         purge("--older-than", "30d", "--noinput", "--workers", "2")
     with pytest.raises(ValueError, match="need PostgreSQL"):
         SkillRun.objects.purge_started_before(timezone.now(), workers=2)

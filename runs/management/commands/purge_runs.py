@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -96,11 +95,10 @@ class Command(BaseCommand):
         workers = options["workers"]
         if not 1 <= workers <= MAX_WORKERS:
             raise CommandError(f"--workers must be between 1 and {MAX_WORKERS}")
-        if workers > 1 and connections[SkillRun.objects.db].vendor != "postgresql":
-            raise CommandError(
-                "--workers needs PostgreSQL: SQLite allows one writer at a time, so "
-                "parallel workers would only wait for each other. Leave it at 1."
-            )
+        try:
+            SkillRun.objects.check_purge_workers(workers)
+        except ValueError as exc:
+            raise CommandError(f"--workers {workers}: {exc}. Leave it at 1.") from None
         when = f"started before {cutoff.isoformat()} ({described})"
 
         if options["dry_run"] or options["interactive"]:
