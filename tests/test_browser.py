@@ -491,7 +491,10 @@ def test_keyboard_reaches_the_filters_and_links_with_a_visible_focus(page, data)
     # The skip link moves past the header; a filter can be typed and sent with Enter.
     page.goto("/runs/")
     page.keyboard.press("Tab")
+    # Waits, not a bare read: on a busy machine the key events land a moment later.
+    page.wait_for_function("document.activeElement && document.activeElement.matches('a.skip')")
     page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"#main$"))
     assert urlsplit(page.url).fragment == "main"
     page.locator("input[name=skill]").focus()
     page.keyboard.type("deploy-check")
