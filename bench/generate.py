@@ -474,7 +474,9 @@ def load_postgresql(url: str, history: History, replace: bool) -> dict:
             cur.execute("SET max_parallel_maintenance_workers = 2")
             rebuild = drop_postgresql_indexes(cur)
             # Truncated in this transaction, so COPY FREEZE writes rows already all-visible.
-            cur.execute("TRUNCATE skill_run_logs, skill_runs")
+            # TRUNCATE fires no trigger: the run counts are emptied with the runs, and the
+            # COPY's insert trigger counts the new runs (migration 0006).
+            cur.execute("TRUNCATE skill_run_logs, skill_runs, skill_run_counts")
             began = time.perf_counter()
             progress = Progress("runs", history.total_runs)
             columns = ", ".join(RUN_COLUMNS)
@@ -527,6 +529,7 @@ def load_postgresql(url: str, history: History, replace: bool) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) skill_runs")
         conn.execute("VACUUM (ANALYZE) skill_run_logs")
+        conn.execute("VACUUM (ANALYZE) skill_run_counts")
     timings["analyze_s"] = time.perf_counter() - began
     return timings
 
@@ -602,6 +605,9 @@ def load_sqlite(path: str, url: str, history: History, replace: bool) -> dict:
         raise SystemExit("skill_runs is not empty: pass --replace to overwrite it")
     conn.execute("BEGIN")
     conn.execute("DELETE FROM skill_run_logs")
+    # The counts first: the delete trigger then finds no bucket to lower. The insert
+    # trigger counts the new runs as they are loaded (migration 0006).
+    conn.execute("DELETE FROM skill_run_counts")
     conn.execute("DELETE FROM skill_runs")
     indexes = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "

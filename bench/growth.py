@@ -118,6 +118,7 @@ def main(argv=None) -> None:
     parser.add_argument("--big", help="the bigger database (e.g. 1M runs)")
     parser.add_argument("--repeat", type=int, default=30, help="rounds per page")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", help="time only the pages whose name contains this (no report)")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
@@ -129,12 +130,19 @@ def main(argv=None) -> None:
 
     vendor = dj_database_url.parse(args.small)["ENGINE"].rsplit(".", 1)[-1]
     vendor = "postgresql" if vendor == "postgresql" else "sqlite"
+    from bench.served import bench_env, collect_static
+
+    site_dir = WORK / "site"
+    site_dir.mkdir(parents=True, exist_ok=True)
+    collect_static(bench_env(args.small, secrets.token_urlsafe(40), site_dir))
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     small, big = Child(args.small), Child(args.big)
     rows = []
     try:
         for name in sorted(small.pages & big.pages):
+            if args.only and args.only not in name:
+                continue
             samples: dict[str, list[dict]] = {"small": [], "big": []}
             for _ in range(2):  # warm-up
                 small.time(name), big.time(name)
@@ -178,6 +186,8 @@ def main(argv=None) -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "rows": rows,
     }
+    if args.only:  # a partial run is not a result
+        return
     from bench import report
 
     path = report.save(f"growth-{vendor}", record)

@@ -63,16 +63,12 @@ def main(argv=None) -> None:
 
     site_dir = WORK / "site"
     site_dir.mkdir(parents=True, exist_ok=True)
-    from bench.served import bench_env
+    from bench.served import bench_env, collect_static
 
     env = bench_env(args.database_url, SECRET_KEY, site_dir)
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "skillaudit_site.settings"
-    # Production settings (DEBUG off) serve static files from the collected manifest.
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env=env, check=True,
-    )
+    collect_static(env)
     import django
 
     django.setup()

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -154,4 +155,12 @@ def bench_env(database_url: str, secret_key: str, data_dir: Path) -> dict[str, s
         SKILLAUDIT_DATA_DIR=str(data_dir),
         GUNICORN_ACCESSLOG="-",
         LOG_LEVEL="WARNING",
+    )
+
+
+def collect_static(env: dict[str, str]) -> None:
+    """Production settings (DEBUG off) serve static files from the collected manifest."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env=env, check=True,
     )

@@ -44,10 +44,12 @@ from django.db import connections, transaction
 from . import contract
 from .contract import RunFilter
 from .managers import SkillRunManager
-from .models import SkillRun, SkillRunLog
+from .models import SkillRun, SkillRunCount, SkillRunLog
 from .storage import DjangoStorage
 
-TABLES = frozenset({SkillRun._meta.db_table, SkillRunLog._meta.db_table})
+TABLES = frozenset(
+    {SkillRun._meta.db_table, SkillRunLog._meta.db_table, SkillRunCount._meta.db_table}
+)
 
 # The purge deletes in batches of ids (2000 by default): 0.2% of a reference table of 1M runs.
 PURGE_BATCH = (
@@ -293,13 +295,13 @@ def _catalog() -> list[Query]:
         Query(
             "last_run_by_skills: ok only",
             lambda st, s: st.last_run_by_skills(s.skill_ids, False),
-            derived=("k",),
+            derived=("k", "json_each"),  # the skill ids: the parameter's list
             shape="probe_per_skill",
         ),
         Query(
             "last_run_by_skills: failed included",
             lambda st, s: st.last_run_by_skills(s.skill_ids, True),
-            derived=("k",),
+            derived=("k", "json_each"),  # the skill ids: the parameter's list
             shape="probe_per_skill",
         ),
         # The dashboard's own queries (runs/views.py), beside the contract's.
@@ -346,11 +348,12 @@ def _catalog() -> list[Query]:
             derived=("skills",),
         ),
         Query(
-            "skills page: status counts of the last week and day",
-            lambda st, s: SkillRun.objects.db_manager(st.using).status_counts_by_skill(
+            "skills page: status counts of the last week and day (summed buckets)",
+            lambda st, s: SkillRunCount.objects.db_manager(st.using).by_skill_and_status(
                 s.week_ago, s.day_ago
             ),
-            derived=("recent",),
+            derived=("parts",),
+            statements=2,  # one per window
             shape="aggregate",
         ),
         Query(

@@ -301,16 +301,14 @@ def _event(e, raw_prefix: str) -> str:
 def skill_rows(skills, quiet_days: int) -> SafeString:
     """The <tr> rows of the skills overview (views.skill_overview's dicts)."""
     list_url = reverse("runs:run_list")
+    badges = _StatusBadges()
     rows = []
     for skill in skills:
         runs_of = f"{list_url}?{urlencode({'skill': skill['id'], 'include_nested': 1})}"
-        # The list filtered by this skill and a status: the skill encoded once per row, not
-        # once per badge (a busy week has ten badges a skill; urlencode was a third of the
-        # page's time at 1M runs). Same query string as urlencode() of the three keys.
-        skill_query = f"{list_url}?{urlencode({'skill': skill['id']})}&status="
-
-        def link(status: str, prefix: str = skill_query) -> str:
-            return f"{prefix}{quote_plus(status)}&include_nested=1"
+        # The list filtered by this skill and a status: the skill's part of the query is
+        # encoded and escaped once per row, each status's part once per page (a busy week
+        # has ten badges a skill; building each link whole was most of the page's time).
+        skill_query = esc(f"{list_url}?{urlencode({'skill': skill['id']})}&status=")
         flags = ""
         if skill["never_succeeded"]:
             flags += '<span class="flag bad">never succeeded</span> '
@@ -320,22 +318,37 @@ def skill_rows(skills, quiet_days: int) -> SafeString:
             f'<tr><td class="id"><a href="{esc(runs_of)}">{esc(skill["id"])}</a></td>'
             f"<td>{_when(skill['last_run'], 'never')}</td>"
             f"<td>{_when(skill['last_ok'], 'never')}</td>"
-            f'<td class="counts">{_status_counts(link, skill["day"])}</td>'
-            f'<td class="counts">{_status_counts(link, skill["week"])}</td>'
+            f'<td class="counts">{badges.counts(skill_query, skill["day"])}</td>'
+            f'<td class="counts">{badges.counts(skill_query, skill["week"])}</td>'
             f"<td>{flags}</td></tr>\n"
         )
     return mark_safe("".join(rows))
 
 
-def _status_counts(link, counts) -> str:
-    """Badges with counts; a known status links to the list (``link(status)`` its URL)."""
-    if not counts:
-        return '<span class="muted">none</span>'
-    parts = []
-    for status, n, known in counts:
-        inner = f"{_badge(status)} {count(n)}"
-        if known:
-            parts.append(f'<a href="{esc(link(status))}">{inner}</a>')
-        else:
-            parts.append(f"<span>{inner}</span>")
-    return " ".join(parts)
+class _StatusBadges:
+    """Status badges with counts; a known status links to the list of its runs."""
+
+    def __init__(self):
+        # status -> (badge HTML, the link's escaped tail after "status=", or None)
+        self._parts: dict[str, tuple[str, str | None]] = {}
+
+    def counts(self, skill_query: str, counts) -> str:
+        """``counts``: (status, n, known) triples; ``skill_query`` the escaped list URL
+        up to "status=" for one skill."""
+        if not counts:
+            return '<span class="muted">none</span>'
+        out = []
+        for status, n, known in counts:
+            badge, tail = self._part(status, known)
+            if tail is None:
+                out.append(f"<span>{badge} {count(n)}</span>")
+            else:
+                out.append(f'<a href="{skill_query}{tail}">{badge} {count(n)}</a>')
+        return " ".join(out)
+
+    def _part(self, status: str, known: bool) -> tuple[str, str | None]:
+        part = self._parts.get(status)
+        if part is None:
+            tail = esc(f"{quote_plus(status)}&include_nested=1") if known else None
+            part = self._parts[status] = (_badge(status), tail)
+        return part

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from . import contract, cursors, presentation
 from .filters import RunFilterSet, stale_after
-from .models import SkillRun, SkillRunLog
+from .models import SkillRun, SkillRunCount, SkillRunLog
 
 PAGE_SIZE = 50
 # The list shows an exact count up to this many runs, "more than" beyond it.
@@ -338,7 +338,7 @@ def skill_overview(request):
     skill_ids = SkillRun.objects.skill_ids()
     last_run = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=True)
     last_ok = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=False)
-    week, day = SkillRun.objects.status_counts_by_skill(
+    week, day = SkillRunCount.objects.by_skill_and_status(
         since=now - timedelta(days=7), recent_since=now - timedelta(days=1)
     )
     quiet_after = now - timedelta(days=settings.SKILLAUDIT_QUIET_AFTER_DAYS)
