@@ -1,11 +1,13 @@
 """skill_run_counts: the triggers keep it exact under every kind of write, and the skills
 page's counts summed from it equal counting the runs themselves."""
 
+import io
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, connections, transaction
 
 from runs import contract
@@ -249,3 +251,17 @@ def test_parallel_writers_leave_the_buckets_exact():
 
     assert_counts_exact()
     assert SkillRun.objects.filter(started_at__gte=T0 - timedelta(minutes=1000)).count() >= 1001
+
+
+@pytest.mark.django_db
+def test_the_rebuild_command_recounts_and_says_how_many_buckets():
+    SkillRun.objects.bulk_create(
+        [new_run(f"r{i}", T0 - timedelta(hours=i)) for i in range(30)]  # 30 hours, 2 days
+    )
+    SkillRunCount.objects.filter(span="day").delete()
+    out = io.StringIO()
+
+    call_command("rebuild_run_counts", stdout=out)
+
+    assert out.getvalue() == "Recounted the runs into 32 hour and day buckets.\n"
+    assert_counts_exact()

@@ -1,0 +1,21 @@
+"""Recount skill_run_counts (the skills page's per-hour and per-day run counts) from the runs.
+
+    manage.py rebuild_run_counts
+
+Triggers keep the counts exact for every writer; this is for rows changed with triggers off:
+a pg_restore with --disable-triggers, a TRUNCATE of skill_runs alone, a bulk load that
+disabled them. Writers wait while it runs (PostgreSQL locks skill_runs against writes).
+"""
+
+from django.core.management.base import BaseCommand
+
+from runs.models import SkillRunCount
+
+
+class Command(BaseCommand):
+    help = "Recount the skills page's per-hour and per-day run counts from skill_runs."
+
+    def handle(self, *args, **options):
+        rows = SkillRunCount.objects.rebuild()
+        if options["verbosity"]:
+            self.stdout.write(f"Recounted the runs into {rows:,} hour and day buckets.")
