@@ -165,11 +165,6 @@ class SkillRunCount(models.Model):
                 fields=["span", "period_start", "skill_id", "status"], name="run_counts_bucket"
             ),
         ]
-        indexes = [
-            # A bucket whose runs were all deleted or moved is dropped at once; this finds
-            # the few at zero without reading the table.
-            models.Index(fields=["span"], name="run_counts_emptied", condition=Q(runs__lte=0)),
-        ]
 
     def __str__(self):
         return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.status}"
