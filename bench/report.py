@@ -598,6 +598,11 @@ def paired_growth_section(paired: dict[str, dict]) -> list[str]:
     return out
 
 
+def _cpu_reference(machine: dict) -> str:
+    ms = machine.get("cpu_reference_ms")
+    return "not recorded" if ms is None else f"{ms} ms"
+
+
 def write() -> None:
     runs, generated, purges, loads, others = load()
     out = [
@@ -627,12 +632,17 @@ def write() -> None:
             "",
             "## Data sets",
             "",
-            "| data set | database | top-level runs | measured | repeat |",
-            "|---|---|--:|---|--:|",
+            "CPU reference: the thread CPU time of a fixed pure-Python loop (2,000,000",
+            "additions, the fastest of five), taken as the run ends. Every page's CPU time",
+            "scales with it: compare figures measured on different days through it.",
+            "",
+            "| data set | database | top-level runs | measured | repeat | CPU reference |",
+            "|---|---|--:|---|--:|--:|",
         ]
         out += [
             f"| {title(r['meta'])} | {r['meta']['database']} | {r['meta']['top_level_runs']:,} | "
-            f"{r['meta']['date']} | {r['meta']['repeat']} |"
+            f"{r['meta']['date']} | {r['meta']['repeat']} | "
+            f"{_cpu_reference(r['meta']['machine'])} |"
             for r in runs
         ]
     if generated:

@@ -417,7 +417,22 @@ def machine() -> dict:
         "cpu": cpu,
         "ram_gib": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
+        "cpu_reference_ms": cpu_reference_ms(),
     }
+
+
+def cpu_reference_ms() -> float:
+    """Thread CPU time of a fixed pure-Python loop, the fastest of five: how fast this
+    machine runs Python, to compare runs on different machines (the same model name has
+    run the same pages twice as slowly on another day)."""
+    best = float("inf")
+    for _ in range(5):
+        began = time.thread_time()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.thread_time() - began)
+    return round(best * 1000, 1)
 
 
 if __name__ == "__main__":
