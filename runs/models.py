@@ -53,7 +53,8 @@ class SkillRun(models.Model):
         # Each index serves one contract query; tests/test_query_plans.py proves it.
         indexes = [
             # the unfiltered feed and since/until ranges; skill_id and status make it cover
-            # the skills page's counts of the last week (an index-only range scan)
+            # the skills page's count of the runs in the part of an hour that the summed
+            # skill_run_counts buckets leave (an index-only range scan)
             models.Index(fields=["-started_at", "-id", "skill_id", "status"], name="runs_started"),
             # the dashboard default: top-level runs only
             models.Index(
