@@ -69,8 +69,9 @@ def prepare_database(url: str, env: dict[str, str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
-                   check=True)
+    subprocess.run(
+        [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
 
 
 def make_token(env: dict[str, str]) -> str:
@@ -79,11 +80,16 @@ def make_token(env: dict[str, str]) -> str:
         "user, _ = User.objects.get_or_create(username='bench-executor')\n"
         "user.user_permissions.set(Permission.objects.filter(content_type__app_label='runs'))\n"
     )
-    subprocess.run([PY, "manage.py", "shell", "-v", "0", "-c", script], cwd=ROOT, env=env,
-                   check=True)
+    subprocess.run(
+        [PY, "manage.py", "shell", "-v", "0", "-c", script], cwd=ROOT, env=env, check=True
+    )
     out = subprocess.run(
         [PY, "manage.py", "create_api_token", "bench-executor"],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip()
 
@@ -134,8 +140,15 @@ class CpuMeter:
         }
 
 
-def batch_endpoint(storage: HttpStorage, clients: int, runs: int, batches: int, size: int,
-                   tag: str, meter: CpuMeter | None = None) -> dict:
+def batch_endpoint(
+    storage: HttpStorage,
+    clients: int,
+    runs: int,
+    batches: int,
+    size: int,
+    tag: str,
+    meter: CpuMeter | None = None,
+) -> dict:
     """``clients`` threads, each recording ``runs`` runs of ``batches`` batches of ``size``."""
     for c in range(clients):
         for r in range(runs):
@@ -240,9 +253,8 @@ def main() -> None:
         # warm-up: connections, imports, the token lookup path
         batch_endpoint(storage, 1, 1, 1, 100, "warm")
         for clients in (1, 2):
-            figures[f"batch endpoint, {args.batch}/request, {clients} client(s)"] = (
-                batch_endpoint(storage, clients, args.runs, args.batches, args.batch,
-                               f"b{clients}", meter)
+            figures[f"batch endpoint, {args.batch}/request, {clients} client(s)"] = batch_endpoint(
+                storage, clients, args.runs, args.batches, args.batch, f"b{clients}", meter
             )
         figures["recorder over HttpStorage (1 request per event)"] = recorder(
             storage, args.http_events, "http", meter

@@ -6,7 +6,7 @@
     .venv/bin/python bench/explain.py --read-only  # skip finish_run, append_log, purge
 
 The queries, their arguments (read from the data: the busiest skill, a nested run, ...) and
-the verdicts are the ones tests/test_query_plans.py checks (runs/query_catalog.py). Each
+the verdicts are the ones tests/test_query_plans.py checks (bench/query_catalog.py). Each
 query runs in a transaction that is rolled back, the purge included (on a live database,
 --read-only skips the three that lock rows while they run). The database needs
 some history, and its statistics (ANALYZE) for PostgreSQL to plan as it will in production.
@@ -39,7 +39,7 @@ def main() -> int:
     django.setup()
     from django.db import connection
 
-    from runs.query_catalog import QUERIES, Sample, explain
+    from bench.query_catalog import QUERIES, Sample, explain
 
     sample = Sample.from_database()
     print(f"# {connection.vendor} {connection.settings_dict['NAME']}")

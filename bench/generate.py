@@ -60,16 +60,50 @@ TREE_LEVELS = (1, 4, 16, 64, 256, 659)  # 1,000 runs over six levels
 TREE_EVENTS_PER_NODE = 3
 
 VERBS = (
-    "triage", "summarize", "review", "deploy", "refactor", "translate", "classify", "draft",
-    "search", "plan", "fix", "test", "index", "audit", "migrate", "explain", "label", "merge",
-    "monitor", "extract",
+    "triage",
+    "summarize",
+    "review",
+    "deploy",
+    "refactor",
+    "translate",
+    "classify",
+    "draft",
+    "search",
+    "plan",
+    "fix",
+    "test",
+    "index",
+    "audit",
+    "migrate",
+    "explain",
+    "label",
+    "merge",
+    "monitor",
+    "extract",
 )
 NOUNS = (
-    "issue", "pr", "ticket", "doc", "incident", "query", "invoice", "email", "log", "release",
+    "issue",
+    "pr",
+    "ticket",
+    "doc",
+    "incident",
+    "query",
+    "invoice",
+    "email",
+    "log",
+    "release",
 )
 TOOLS = (
-    "web_search", "read_file", "write_file", "run_shell", "http_get", "sql_query", "grep",
-    "git_diff", "send_message", "calendar_lookup",
+    "web_search",
+    "read_file",
+    "write_file",
+    "run_shell",
+    "http_get",
+    "sql_query",
+    "grep",
+    "git_diff",
+    "send_message",
+    "calendar_lookup",
 )
 WORDS = (
     "the agent checked repository config failed because token expired retried request with "
@@ -279,13 +313,21 @@ class History:
                 run_id = self._run_id()
                 nodes.append((run_id, depth, started, started + duration))
                 yield self._run_row(
-                    run_id, skill_name(skill), caller, channel, started, duration, parent, dry,
+                    run_id,
+                    skill_name(skill),
+                    caller,
+                    channel,
+                    started,
+                    duration,
+                    parent,
+                    dry,
                     self.event_counts[emitted + position],
                 )
             emitted += size
 
-    def _run_row(self, run_id, skill, caller, channel, started, duration, parent, dry, events,
-                 status=None):
+    def _run_row(
+        self, run_id, skill, caller, channel, started, duration, parent, dry, events, status=None
+    ):
         rand, pools = self.rng.random, self.pools
         finished = started + duration
         if status is None:
@@ -312,9 +354,22 @@ class History:
         self.counts.append(events)
         self.failed.append(1 if failed else 0)
         return (
-            run_id, skill, caller, channel, int(rand() * len(pools.inputs)), started,
-            None if running else finished, status, output, error, calls,
-            0.0 if running else duration / 1e6, parent, tokens_in, tokens_out, tokens_think,
+            run_id,
+            skill,
+            caller,
+            channel,
+            int(rand() * len(pools.inputs)),
+            started,
+            None if running else finished,
+            status,
+            output,
+            error,
+            calls,
+            0.0 if running else duration / 1e6,
+            parent,
+            tokens_in,
+            tokens_out,
+            tokens_think,
         )
 
     def _fixture_runs(self):
@@ -322,14 +377,30 @@ class History:
         start = self.end_us - 3 * 3_600_000_000
         for offset, (run_id, events) in enumerate(EVENT_FIXTURES.items()):
             yield self._run_row(
-                run_id, hot, caller_name(0), channel_name(0), start + offset * 1_000_000,
-                600_000_000, "", False, events, status="ok",
+                run_id,
+                hot,
+                caller_name(0),
+                channel_name(0),
+                start + offset * 1_000_000,
+                600_000_000,
+                "",
+                False,
+                events,
+                status="ok",
             )
         tree_start = self.end_us - 2 * 3_600_000_000
         previous = [(TREE_ROOT, tree_start)]
         yield self._run_row(
-            TREE_ROOT, skill_name(1), caller_name(1), channel_name(1), tree_start,
-            1_800_000_000, "", False, TREE_EVENTS_PER_NODE, status="ok",
+            TREE_ROOT,
+            skill_name(1),
+            caller_name(1),
+            channel_name(1),
+            tree_start,
+            1_800_000_000,
+            "",
+            False,
+            TREE_EVENTS_PER_NODE,
+            status="ok",
         )
         number = 0
         for level, width in enumerate(TREE_LEVELS[1:], start=1):
@@ -341,8 +412,15 @@ class History:
                 started = parent_start + self.rng.randrange(1000, 60_000_000)
                 current.append((run_id, started))
                 yield self._run_row(
-                    run_id, skill_name(level + 1), caller_name(1), channel_name(1), started,
-                    int(300_000_000 / level), parent_id, False, TREE_EVENTS_PER_NODE,
+                    run_id,
+                    skill_name(level + 1),
+                    caller_name(1),
+                    channel_name(1),
+                    started,
+                    int(300_000_000 / level),
+                    parent_id,
+                    False,
+                    TREE_EVENTS_PER_NODE,
                     status="ok",
                 )
             previous = current
@@ -361,22 +439,39 @@ class History:
                 continue
             started = self.started[index]
             finished = self.finished[index]
-            length = (finished if finished >= 0 else min(self.end_us, started + 600_000_000))
+            length = finished if finished >= 0 else min(self.end_us, started + 600_000_000)
             step = max(length - started, 1000) / (count + 1)
             failed = self.failed[index]
             for sequence in range(1, count + 1):
                 kind = "error" if failed and sequence == count else cycle[(sequence - 1) % 3]
                 log_id += 1
                 yield (
-                    log_id, run_id, sequence, kind, int(rand() * sizes[kind]),
+                    log_id,
+                    run_id,
+                    sequence,
+                    kind,
+                    int(rand() * sizes[kind]),
                     started + int(step * sequence),
                 )
 
 
 RUN_COLUMNS = (
-    "id", "skill_id", "caller_id", "channel_id", "inputs", "started_at", "finished_at",
-    "status", "output", "error", "tool_calls_count", "runtime_seconds", "parent_run_id",
-    "total_input_tokens", "total_output_tokens", "total_thinking_tokens",
+    "id",
+    "skill_id",
+    "caller_id",
+    "channel_id",
+    "inputs",
+    "started_at",
+    "finished_at",
+    "status",
+    "output",
+    "error",
+    "tool_calls_count",
+    "runtime_seconds",
+    "parent_run_id",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_thinking_tokens",
 )
 LOG_COLUMNS = ("id", "run_id", "sequence", "event_type", "payload", "created_at")
 
@@ -417,9 +512,7 @@ class TimeFormat:
 
 def copy_escape(text: str) -> str:
     """A value in PostgreSQL's COPY text format."""
-    return (
-        text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    )
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 # --- loaders ---------------------------------------------------------------------------
@@ -429,7 +522,9 @@ def migrate(database_url: str) -> None:
     env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEY="bench-generate", DEBUG="0")
     subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"],
-        env=env, check=True, cwd=ROOT,
+        env=env,
+        check=True,
+        cwd=ROOT,
     )
 
 
@@ -483,8 +578,24 @@ def load_postgresql(url: str, history: History, replace: bool) -> dict:
             with cur.copy(f"COPY skill_runs ({columns}) FROM STDIN WITH (FREEZE)") as copy:
                 lines = []
                 for row in history.runs():
-                    (run_id, skill, caller, channel, inp, started, finished, status, output,
-                     error, calls, runtime, parent, t_in, t_out, t_think) = row
+                    (
+                        run_id,
+                        skill,
+                        caller,
+                        channel,
+                        inp,
+                        started,
+                        finished,
+                        status,
+                        output,
+                        error,
+                        calls,
+                        runtime,
+                        parent,
+                        t_in,
+                        t_out,
+                        t_think,
+                    ) = row
                     lines.append(
                         f"{run_id}\t{skill}\t{caller}\t{channel}\t{inputs[inp]}\t{stamp(started)}\t"
                         f"{stamp(finished) if finished is not None else chr(92) + 'N'}\t{status}\t"
@@ -629,13 +740,40 @@ def load_sqlite(path: str, url: str, history: History, replace: bool) -> dict:
 
     def run_rows():
         for row in history.runs():
-            (run_id, skill, caller, channel, inp, started, finished, status, output, error,
-             calls, runtime, parent, t_in, t_out, t_think) = row
+            (
+                run_id,
+                skill,
+                caller,
+                channel,
+                inp,
+                started,
+                finished,
+                status,
+                output,
+                error,
+                calls,
+                runtime,
+                parent,
+                t_in,
+                t_out,
+                t_think,
+            ) = row
             yield (
-                run_id, skill, caller, channel, pools.inputs[inp], stamp(started),
-                stamp(finished) if finished is not None else None, status,
+                run_id,
+                skill,
+                caller,
+                channel,
+                pools.inputs[inp],
+                stamp(started),
+                stamp(finished) if finished is not None else None,
+                status,
                 pools.outputs[output] if output >= 0 else "",
-                pools.errors[error] if error >= 0 else "", calls, runtime, parent, t_in, t_out,
+                pools.errors[error] if error >= 0 else "",
+                calls,
+                runtime,
+                parent,
+                t_in,
+                t_out,
                 t_think,
             )
 
@@ -710,8 +848,11 @@ def main(argv=None) -> None:
 
     config = dj_database_url.parse(args.database_url)
     engine = config["ENGINE"].rsplit(".", 1)[-1]
-    print(f"generating {runs:,} runs and {events:,} events into {engine} ({config['NAME']}), "
-          f"history ending {end.isoformat()}", flush=True)
+    print(
+        f"generating {runs:,} runs and {events:,} events into {engine} ({config['NAME']}), "
+        f"history ending {end.isoformat()}",
+        flush=True,
+    )
     began = time.perf_counter()
     history = History(runs, events, args.seed, end)
     if engine == "postgresql":

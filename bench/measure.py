@@ -122,7 +122,10 @@ def floor(queries: list[str], repeat: int = 5) -> dict:
     reads = [sql for sql in queries if is_read(sql)]
     if not reads:
         return {
-            "floor_ms": None, "db_ms": None, "slowest_sql": None, "slowest_raw_ms": None,
+            "floor_ms": None,
+            "db_ms": None,
+            "slowest_sql": None,
+            "slowest_raw_ms": None,
             "slowest_plan": None,
         }
     per_query = {sql: [] for sql in reads}

@@ -195,8 +195,7 @@ def scenario(
         args += ["--batch-size", str(batch_size)] if batch_size else []
         args += ["--workers", str(workers)]
         env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
-        done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True,
-                              text=True)
+        done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         drop_copy(url)
@@ -209,35 +208,51 @@ def scenario(
         share=f"{share:.0%}" if share is not None else f"oldest {runs:,}",
         copy_s=round(copy_s, 1),
     )
-    print(f"  {method:36} {row['share']:>14}: {row['runs_deleted']:,} runs + "
-          f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
-          f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB); CPU "
-          f"{row['process_cpu_s']} s here + {row['backend_cpu_s']} s in PostgreSQL "
-          f"({row['machine_cpu_s']} s machine-wide) = "
-          f"{row['rows_per_cpu_s']:,} rows per CPU second", flush=True)
+    print(
+        f"  {method:36} {row['share']:>14}: {row['runs_deleted']:,} runs + "
+        f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
+        f"peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB); CPU "
+        f"{row['process_cpu_s']} s here + {row['backend_cpu_s']} s in PostgreSQL "
+        f"({row['machine_cpu_s']} s machine-wide) = "
+        f"{row['rows_per_cpu_s']:,} rows per CPU second",
+        flush=True,
+    )
     return row
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=os.environ.get("DATABASE_URL"),
-                        help="a database made by bench/generate.py (copied, never changed)")
-    parser.add_argument("--plain-runs", type=int, default=50_000,
-                        help="runs deleted by QuerySet.delete() (and by the purge beside it)")
+    parser.add_argument(
+        "--source",
+        default=os.environ.get("DATABASE_URL"),
+        help="a database made by bench/generate.py (copied, never changed)",
+    )
+    parser.add_argument(
+        "--plain-runs",
+        type=int,
+        default=50_000,
+        help="runs deleted by QuerySet.delete() (and by the purge beside it)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--share", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--big-batch", type=int, default=0,
-                        help="also purge the oldest 50%% with this batch size (0: skip)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="workers of the parallel scenarios (PostgreSQL; 1: skip them)")
+    parser.add_argument(
+        "--big-batch",
+        type=int,
+        default=0,
+        help="also purge the oldest 50%% with this batch size (0: skip)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="workers of the parallel scenarios (PostgreSQL; 1: skip them)",
+    )
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(
-            child(args.child, args.share, args.runs, args.batch_size, args.workers)
-        ))
+        print(json.dumps(child(args.child, args.share, args.runs, args.batch_size, args.workers)))
         return
     if not args.source:
         parser.error("--source (or DATABASE_URL) is required")
@@ -253,10 +268,8 @@ def main(argv=None) -> None:
         scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
     ]
     if args.workers > 1 and engine == "postgresql":
-        rows.append(scenario(args.source, "purge_started_before", 0.10, None,
-                             workers=args.workers))
-        rows.append(scenario(args.source, "purge_started_before", 0.50, None,
-                             workers=args.workers))
+        rows.append(scenario(args.source, "purge_started_before", 0.10, None, workers=args.workers))
+        rows.append(scenario(args.source, "purge_started_before", 0.50, None, workers=args.workers))
     if args.big_batch:
         rows.append(scenario(args.source, "purge_started_before", 0.50, None, args.big_batch))
     total_runs = rows[0]["total_runs"]
@@ -272,7 +285,8 @@ def main(argv=None) -> None:
             f"`QuerySet.delete()` was capped at the oldest {args.plain_runs:,} runs: it loads "
             "every run it deletes (all columns), so its memory grows with the amount; the purge "
             "deleted the same runs beside it. Each copy: "
-            + ", ".join(f"{r['copy_s']} s" for r in rows) + " to make."
+            + ", ".join(f"{r['copy_s']} s" for r in rows)
+            + " to make."
         ),
     }
     from bench import report

@@ -141,8 +141,11 @@ class Bench:
             **measure.floor(queries),
             **extra,
         }
-        print(f"  {name:45} median {row['median_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms  "
-              f"{row['queries']:3} queries  floor {row['floor_ms'] or 0:7.2f} ms", flush=True)
+        print(
+            f"  {name:45} median {row['median_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms  "
+            f"{row['queries']:3} queries  floor {row['floor_ms'] or 0:7.2f} ms",
+            flush=True,
+        )
         return row
 
     def time_call(self, name: str, call, setup=None, writes: bool = False) -> dict:
@@ -155,12 +158,16 @@ class Bench:
         queries = measure.captured_queries(call)
         row = {"name": name, **measure.summary(samples, cpu), "queries": len(queries)}
         if writes:
-            row.update(floor_ms=None, db_ms=None, slowest_sql=None, slowest_raw_ms=None,
-                       slowest_plan=None)
+            row.update(
+                floor_ms=None, db_ms=None, slowest_sql=None, slowest_raw_ms=None, slowest_plan=None
+            )
         else:
             row.update(measure.floor(queries))
-        print(f"  {name:45} median {row['median_ms']:8.3f} ms  p95 {row['p95_ms']:8.3f} ms  "
-              f"{row['queries']:3} queries  db {row.get('db_ms') or 0:7.3f} ms", flush=True)
+        print(
+            f"  {name:45} median {row['median_ms']:8.3f} ms  p95 {row['p95_ms']:8.3f} ms  "
+            f"{row['queries']:3} queries  db {row.get('db_ms') or 0:7.3f} ms",
+            flush=True,
+        )
         return row
 
     def run(self, sections) -> dict:
@@ -196,8 +203,10 @@ class Bench:
                 continue
             rows.append(
                 self.time_page(
-                    f"after {offset:,} rows (keyset)", url("/runs/", {"after": cursor}),
-                    offset=offset, offset_query_ms=round(offset_ms, 1),
+                    f"after {offset:,} rows (keyset)",
+                    url("/runs/", {"after": cursor}),
+                    offset=offset,
+                    offset_query_ms=round(offset_ms, 1),
                 )
             )
         return rows
@@ -262,8 +271,13 @@ class Bench:
         for offset in DEEP_OFFSETS[:1] if self.quick else DEEP_OFFSETS:
             cursor = deep_cursor(offset)
             if cursor:
-                urls.append((f"after {offset:,} rows (keyset)", url("/runs/", {"after": cursor}),
-                             self.repeat))
+                urls.append(
+                    (
+                        f"after {offset:,} rows (keyset)",
+                        url("/runs/", {"after": cursor}),
+                        self.repeat,
+                    )
+                )
         urls += [(name, path, self.repeat) for name, path in page_cases()]
         urls += [
             (f"stock admin: {name}", url(CHANGELIST, stock_query(run_filter(q))), stock_repeat)
@@ -289,8 +303,10 @@ class Bench:
             for name, path, repeat in self._http_urls():
                 samples = measure.sample(lambda path=path: fetch(path), repeat)
                 row = {"name": name, "url": path, **measure.summary(samples)}
-                print(f"  {name:45} median {row['median_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms",
-                      flush=True)
+                print(
+                    f"  {name:45} median {row['median_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms",
+                    flush=True,
+                )
                 rows.append(row)
         return rows
 
@@ -330,9 +346,11 @@ class Bench:
             for done in range(step, total + 1, step):
                 load(step)
                 checkpoints.append({"requests": done, "rss_kb": server.worker_rss_kb()})
-                print(f"  after {done:,} requests: worker RSS "
-                      f"{sorted(v // 1024 for v in checkpoints[-1]['rss_kb'].values())} MB",
-                      flush=True)
+                print(
+                    f"  after {done:,} requests: worker RSS "
+                    f"{sorted(v // 1024 for v in checkpoints[-1]['rss_kb'].values())} MB",
+                    flush=True,
+                )
             elapsed = time.perf_counter() - began
         return [
             {
@@ -380,7 +398,8 @@ class Bench:
             "quick": self.quick,
             "machine": machine(),
             "python": platform.python_version(),
-            "commit": self.commit_before if self.commit_before == commit()
+            "commit": self.commit_before
+            if self.commit_before == commit()
             else f"{self.commit_before} → {commit()} (code changed during the run)",
             "django": django.get_version(),
             "load_average_before": [round(x, 2) for x in load_before],
@@ -391,11 +410,19 @@ class Bench:
 def commit() -> str:
     """The checked-out commit, and whether the code measured differs from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "runs", "templates", "static", "skillaudit_site"],
-            cwd=ROOT, check=True, capture_output=True, text=True,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

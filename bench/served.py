@@ -45,7 +45,10 @@ class Gunicorn:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "skillaudit_site/gunicorn.conf.py"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -162,5 +165,7 @@ def collect_static(env: dict[str, str]) -> None:
     """Production settings (DEBUG off) serve static files from the collected manifest."""
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env=env, check=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
     )

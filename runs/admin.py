@@ -29,8 +29,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import contract, rendering
+from . import contract
 from .models import SkillRun, SkillRunLog
+from .web import rendering
 
 # Rows a list counts before it says "more than"; deep pages stay reachable up to here.
 COUNT_CAP = 10_000

@@ -749,9 +749,7 @@ class SkillRunCountManager(models.Manager):
         table = self.model._meta.db_table
         runs_table = self._runs_table()
         if connection.vendor == "postgresql":
-            buckets = [
-                f"date_trunc('{span}', started_at, 'UTC')" for span in ("hour", "day")
-            ]
+            buckets = [f"date_trunc('{span}', started_at, 'UTC')" for span in ("hour", "day")]
         else:
             buckets = [
                 "substr(started_at, 1, 13) || ':00:00'",

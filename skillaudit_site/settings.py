@@ -57,7 +57,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
-    "runs.middleware.DatabaseUnavailableMiddleware",
+    "runs.web.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "skillaudit_site.urls"
@@ -73,6 +73,9 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The dashboard's tags live with the rest of the dashboard (runs/web/), not
+            # at the app root where Django would look for them by itself.
+            "libraries": {"runs_display": "runs.web.templatetags.runs_display"},
         },
     },
 ]
@@ -183,7 +186,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# --- JSON API (runs/api.py) ----------------------------------------------------------
+# --- JSON API (runs/api/views.py) ----------------------------------------------------------
 
 REST_FRAMEWORK = {
     # Tokens for programs (manage.py create_api_token), the session (with CSRF) for a browser.
@@ -192,7 +195,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Model permissions, reads included (stock DjangoModelPermissions lets anyone GET).
-    "DEFAULT_PERMISSION_CLASSES": ["runs.api_permissions.RunModelPermissions"],
+    "DEFAULT_PERMISSION_CLASSES": ["runs.api.permissions.RunModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -210,7 +213,7 @@ SPECTACULAR_SETTINGS = {
     "`Authorization: Token <key>` (manage.py create_api_token) or a session.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["runs.api_permissions.CanViewRuns"],
+    "SERVE_PERMISSIONS": ["runs.api.permissions.CanViewRuns"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

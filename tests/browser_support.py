@@ -264,9 +264,7 @@ class PageWatch:
         self.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def _response(self, response) -> None:
-        expected = (
-            self.expected_status if response.request.resource_type == "document" else 200
-        )
+        expected = self.expected_status if response.request.resource_type == "document" else 200
         if response.status >= 400 and response.status != expected:
             self.problems.append(f"HTTP {response.status}: {response.url}")
 

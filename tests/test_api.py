@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from runs import api, cursors
+from runs import cursors
+from runs.api import views as api
 from runs.models import SkillRun, SkillRunLog
 from tests.dashboard_data import BASE, make_viewer, record_run
 
@@ -86,7 +87,12 @@ def mixed_runs(db):
     # The dashboard tests' data: top-level and nested runs, dry runs, every filter axis.
     record_run("top-ok", skill="summarise", caller="alice", channel="general", minutes=1)
     record_run(
-        "top-err", skill="triage", caller="bob", channel="ops", status="error", minutes=2,
+        "top-err",
+        skill="triage",
+        caller="bob",
+        channel="ops",
+        status="error",
+        minutes=2,
         error="tool failed",
     )
     record_run("top-dry", skill="summarise", caller="alice", status="dry_run", minutes=3)
@@ -149,7 +155,7 @@ def call(client, method, path, body=None):
 
 def test_every_api_url_is_in_the_route_list():
     routed = {path.split("?")[0] for _, path in api_routes()}
-    patterns = get_resolver("runs.api_urls").url_patterns
+    patterns = get_resolver("runs.api.urls").url_patterns
     assert len(patterns) >= 19
     for pattern in patterns:
         if pattern.name == "not-found":
@@ -319,7 +325,11 @@ def test_the_list_filters_exactly_like_the_dashboard(
 def test_list_rows_are_summaries_with_previews(reader, mixed_runs):
     rows = assert_json(reader.get("/api/runs/?include_nested=1"))["results"]
     assert [row["id"] for row in rows] == [
-        "top-running", "top-timeout", "child", "top-err", "top-ok",
+        "top-running",
+        "top-timeout",
+        "child",
+        "top-err",
+        "top-ok",
     ]
     by_id = {row["id"]: row for row in rows}
     assert by_id["top-ok"]["has_children"] is True
@@ -413,7 +423,11 @@ def test_list_never_counts_and_never_loads_big_columns(reader):
 
 def test_run_detail_has_every_field(reader):
     record_run(
-        "full", inputs={"q": "x", "n": [1, 2.5, None]}, output="answer", error="", tokens=(1, 2, 3),
+        "full",
+        inputs={"q": "x", "n": [1, 2.5, None]},
+        output="answer",
+        error="",
+        tokens=(1, 2, 3),
         parent="p",
     )
     data = assert_json(reader.get(run_url("full")))
@@ -643,7 +657,7 @@ def test_malformed_bodies_are_4xx_never_500(writer, raw, expected):
 
 
 def test_a_json_value_at_the_depth_limit_is_accepted(writer):
-    from runs.serializers import MAX_JSON_DEPTH
+    from runs.api.serializers import MAX_JSON_DEPTH
 
     deep = {}
     for _ in range(MAX_JSON_DEPTH - 1):
@@ -751,7 +765,9 @@ def test_a_batch_is_stored_in_order(writer):
     assert assert_json(response) == {"run_id": "r1", "stored": 3}
     logs = assert_json(writer.get(run_url("r1", "logs")))["results"]
     assert [(log["sequence"], log["payload"]) for log in logs] == [
-        (1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3}),
+        (1, {"n": 1}),
+        (2, {"n": 2}),
+        (3, {"n": 3}),
     ]
 
 
@@ -806,7 +822,7 @@ def test_invalid_event_bodies_are_400s(writer, body):
 
 def test_batches_have_a_size_limit(writer):
     post_json(writer, "/api/runs/", {"id": "r1"})
-    from runs.serializers import MAX_BATCH_EVENTS
+    from runs.api.serializers import MAX_BATCH_EVENTS
 
     events = [{"sequence": n} for n in range(MAX_BATCH_EVENTS + 1)]
     response = post_json(writer, run_url("r1", "logs"), {"events": events})
@@ -825,7 +841,7 @@ def test_batches_have_a_size_limit(writer):
     ],
 )
 def test_the_fast_event_check_agrees_with_the_fields(event, monkeypatch):
-    from runs import serializers
+    from runs.api import serializers
 
     fast = serializers.LogEventSerializer(data=event)
     assert fast.is_valid(), fast.errors
@@ -943,7 +959,7 @@ def test_tree_and_chain_survive_cycles_and_purged_parents(reader):
 
 
 def test_tree_is_capped(reader, monkeypatch):
-    monkeypatch.setattr("runs.views.TREE_NODE_CAP", 4)
+    monkeypatch.setattr("runs.selectors.TREE_NODE_CAP", 4)
     record_run("root")
     for i in range(6):
         record_run(f"kid-{i}", parent="root", minutes=1)
@@ -993,7 +1009,8 @@ def test_contract_list_and_count_endpoints(reader, mixed_runs):
         return [run["id"] for run in assert_json(response)["runs"]]
 
     assert runs_of("list_runs_by_skill", {"skill_id": "summarise", "limit": 0}) == [
-        "top-running", "top-ok",
+        "top-running",
+        "top-ok",
     ]
     assert runs_of(
         "list_runs_by_skill_paginated",
@@ -1157,7 +1174,10 @@ def test_schema_needs_a_login_and_documents_every_endpoint(reader):
     for path in paths.values():
         for operation in path.values():
             assert {"200", "400", "401", "403"} <= set(operation["responses"]) or {
-                "201", "400", "401", "403"
+                "201",
+                "400",
+                "401",
+                "403",
             } <= set(operation["responses"])
             assert {"tokenAuth": []} in operation["security"]
     assert "LogAppendRequest" in schema["components"]["schemas"]
@@ -1168,15 +1188,42 @@ def test_schema_needs_a_login_and_documents_every_endpoint(reader):
 # --- never a 500 ---------------------------------------------------------------------------
 
 PARAM_NAMES = [
-    "status", "skill", "caller", "channel", "since", "until", "include_nested",
-    "include_dry_run", "cursor", "page_size", "after", "limit", "full", "include_failed",
+    "status",
+    "skill",
+    "caller",
+    "channel",
+    "since",
+    "until",
+    "include_nested",
+    "include_dry_run",
+    "cursor",
+    "page_size",
+    "after",
+    "limit",
+    "full",
+    "include_failed",
     "x",
 ]
 nasty_text = st.one_of(
     st.text(max_size=30),
     st.sampled_from(
-        ["", "1", "0", "-1", str(2**63), "9" * 30, "NaN", "1e999", "\x00", "2026-11-20",
-         "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "%", "ok", "stale"]
+        [
+            "",
+            "1",
+            "0",
+            "-1",
+            str(2**63),
+            "9" * 30,
+            "NaN",
+            "1e999",
+            "\x00",
+            "2026-11-20",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-23:59",
+            "%",
+            "ok",
+            "stale",
+        ]
     ),
 )
 query_strategy = st.lists(st.tuples(st.sampled_from(PARAM_NAMES), nasty_text), max_size=6)
@@ -1205,14 +1252,33 @@ def test_no_query_string_gets_a_server_error(reader, mixed_runs, path, query):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 FIELD_NAMES = [
-    "id", "skill_id", "inputs", "started_at", "tool_calls_count", "runtime_seconds", "status",
-    "sequence", "payload", "created_at", "events", "filter", "offset", "limit", "cutoff",
-    "after", "t", "skill_id", "caller_id", "include_dry_run", "tool_calls",
+    "id",
+    "skill_id",
+    "inputs",
+    "started_at",
+    "tool_calls_count",
+    "runtime_seconds",
+    "status",
+    "sequence",
+    "payload",
+    "created_at",
+    "events",
+    "filter",
+    "offset",
+    "limit",
+    "cutoff",
+    "after",
+    "t",
+    "skill_id",
+    "caller_id",
+    "include_dry_run",
+    "tool_calls",
 ]
 body_strategy = st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=6)
 POST_PATHS = [

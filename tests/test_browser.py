@@ -397,7 +397,10 @@ def test_the_skills_page_lists_every_skill(page, data):
     assert path(page) == "/skills/"
     names = page.locator("table.skills tbody td.id a").all_inner_texts()
     every_skill = set(data.skills.values()) | {
-        "search-flights", "query-airline", "parse-fares", "book-hotel"
+        "search-flights",
+        "query-airline",
+        "parse-fares",
+        "book-hotel",
     }
     assert sorted(names) == sorted(every_skill)
     hotel = page.locator("table.skills tbody tr", has_text="book-hotel")

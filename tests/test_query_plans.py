@@ -20,9 +20,9 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import Max
 
+from bench.query_catalog import QUERIES, Query, Sample, Statement, explain
 from runs import contract
 from runs.models import SkillRun, SkillRunLog
-from runs.query_catalog import QUERIES, Query, Sample, Statement, explain
 
 # The data is loaded once per module, outside the tests' transactions; the mark makes
 # pytest-django create the test database.

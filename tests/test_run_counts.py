@@ -35,8 +35,7 @@ def expected_buckets() -> dict[tuple, int]:
 
 def stored_buckets() -> dict[tuple, int]:
     return {
-        (c.span, c.period_start, c.skill_id, c.status): c.runs
-        for c in SkillRunCount.objects.all()
+        (c.span, c.period_start, c.skill_id, c.status): c.runs for c in SkillRunCount.objects.all()
     }
 
 
@@ -64,9 +63,7 @@ def test_every_kind_of_write_keeps_the_buckets_exact():
     storage = DjangoStorage()
     # Through the contract: start, then finish with a new status.
     for i in range(3):
-        storage.start_run(
-            contract.SkillRun(id=f"contract-{i}", skill_id="skill-a", started_at=T0)
-        )
+        storage.start_run(contract.SkillRun(id=f"contract-{i}", skill_id="skill-a", started_at=T0))
     assert_counts_exact()
     storage.finish_run("contract-0", contract.RunStats(status=contract.STATUS_OK))
     storage.finish_run("contract-1", contract.RunStats(status=contract.STATUS_ERROR))
@@ -224,12 +221,18 @@ def test_rebuild_recounts_what_was_written_with_the_triggers_off():
 def test_parallel_writers_leave_the_buckets_exact():
     """Two purge workers and a writer lower and raise shared buckets at once."""
     SkillRun.objects.bulk_create(
-        [new_run(f"old-{i:04d}", T0 - timedelta(minutes=i), skill_id=f"s{i % 5}")
-         for i in range(3000)]
+        [
+            new_run(f"old-{i:04d}", T0 - timedelta(minutes=i), skill_id=f"s{i % 5}")
+            for i in range(3000)
+        ]
     )
     SkillRunLog.objects.bulk_create(
-        [SkillRunLog(run_id=f"old-{i:04d}", sequence=1, event_type="step", payload={},
-                     created_at=T0) for i in range(0, 3000, 3)]
+        [
+            SkillRunLog(
+                run_id=f"old-{i:04d}", sequence=1, event_type="step", payload={}, created_at=T0
+            )
+            for i in range(0, 3000, 3)
+        ]
     )
 
     def write_meanwhile():
@@ -244,9 +247,7 @@ def test_parallel_writers_leave_the_buckets_exact():
 
     writer = threading.Thread(target=write_meanwhile)
     writer.start()
-    SkillRun.objects.purge_started_before(
-        T0 - timedelta(minutes=1000), batch_size=50, workers=2
-    )
+    SkillRun.objects.purge_started_before(T0 - timedelta(minutes=1000), batch_size=50, workers=2)
     writer.join()
 
     assert_counts_exact()

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from runs import cursors
 from runs.models import SkillRun
-from runs.views import COUNT_CAP, EVENTS_PAGE_SIZE, PAGE_SIZE
+from runs.web.views import COUNT_CAP, EVENTS_PAGE_SIZE, PAGE_SIZE
 from tests.dashboard_data import BASE, make_viewer, record_run
 
 pytestmark = pytest.mark.django_db
@@ -282,7 +282,7 @@ def test_first_page_has_no_newer_link(client, viewer, many_runs):
 def test_count_is_exact_when_small_and_capped_when_large(client, viewer, many_runs, monkeypatch):
     html = client.get(reverse("runs:run_list")).content.decode()
     assert f"{len(many_runs)} runs" in html
-    monkeypatch.setattr("runs.views.COUNT_CAP", 20)
+    monkeypatch.setattr("runs.web.views.COUNT_CAP", 20)
     html = client.get(reverse("runs:run_list")).content.decode()
     assert "more than 20 runs" in html
     assert COUNT_CAP >= 1000
@@ -434,7 +434,7 @@ def test_run_page_shows_everything_about_a_run(client, viewer):
 
 
 def test_run_page_folds_long_output_and_cuts_huge_output(client, viewer, monkeypatch):
-    monkeypatch.setattr("runs.views.TEXT_PAGE_CHARS", 5000)
+    monkeypatch.setattr("runs.selectors.TEXT_PAGE_CHARS", 5000)
     record_run("long", output="line\n" * 3000, error="E" * 100)
     html = client.get(reverse("runs:run_detail", args=["long"])).content.decode()
     assert "show all" in html
@@ -566,7 +566,7 @@ def test_tree_is_safe_on_cycles_and_purged_parents(client, viewer):
 
 
 def test_tree_cap(client, viewer, monkeypatch):
-    monkeypatch.setattr("runs.views.TREE_NODE_CAP", 5)
+    monkeypatch.setattr("runs.selectors.TREE_NODE_CAP", 5)
     record_run("root")
     for i in range(10):
         record_run(f"k{i}", parent="root", minutes=i)

@@ -950,7 +950,7 @@ def test_last_run_by_skills_counts_every_failed_status_when_asked(storage, statu
 def test_last_run_by_skills_for_hundreds_of_skills(storage):
     # More than SQLite's 500 terms of a compound SELECT, and ids that quoting could break.
     names = [f"skill-{i}" for i in range(1200)]
-    names[7] = 'sk"ill\\ \u00fcn\u00efcode \u2028 \'); --'
+    names[7] = "sk\"ill\\ \u00fcn\u00efcode \u2028 '); --"
     with_runs = [0, 7, 199, 200, 201, 399, 400, 449, 501, 1199]
     for i in with_runs:
         start(storage, f"r{i}", i, skill=names[i])

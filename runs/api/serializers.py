@@ -1,4 +1,4 @@
-"""Request and response bodies of the JSON API (runs/api.py), field by field.
+"""Request and response bodies of the JSON API (runs/api/views.py), field by field.
 
 Inputs are checked strictly: a number is a JSON number and a string a JSON string (no
 "12" for 12), booleans are true/false, date-times carry a UTC offset, JSON values have a
@@ -20,7 +20,7 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_fiel
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from . import contract
+from .. import contract
 
 INT64 = (-(2**63), 2**63 - 1)
 # Deepest JSON value (inputs, payload) the API accepts; 1 is a flat object. Recursive code

@@ -1,35 +1,31 @@
-"""The trace-review dashboard. Every query goes through runs/managers.py."""
+"""The trace-review dashboard's views: parse, read through selectors and managers, render."""
 
 from __future__ import annotations
 
 import functools
 from datetime import timedelta
-from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.db.models import TextField
-from django.db.models.functions import Cast, Length, Substr
+from django.db.models.functions import Cast
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from . import contract, cursors, presentation
-from .filters import RunFilterSet, stale_after
-from .models import SkillRun, SkillRunCount, SkillRunLog
+from .. import contract, cursors, selectors
+from ..filters import RunFilterSet, parameter_problems, stale_after
+from ..models import SkillRun, SkillRunCount, SkillRunLog
+from . import presentation
 
 PAGE_SIZE = 50
 # The list shows an exact count up to this many runs, "more than" beyond it.
 COUNT_CAP = 1000
 EVENTS_PAGE_SIZE = 200
 CHILDREN_SHOWN = 100
-# Output and error longer than this are cut on the page, with a link to the whole text.
-TEXT_PAGE_CHARS = 100_000
-TREE_NODE_CAP = 2000
-TREE_DEPTH_CAP = 64
 VIEW_PERMISSION = "runs.view_skillrun"
 
 
@@ -60,15 +56,6 @@ def home(request):
 # --- run list --------------------------------------------------------------------------
 
 
-def with_has_children(rows):
-    """Set ``has_children`` on summary rows: one query for the page, not a probe per row
-    inside the list's own query (see SkillRunQuerySet.summaries)."""
-    parents = SkillRun.objects.ids_with_children([run.id for run in rows])
-    for run in rows:
-        run.has_children = run.id in parents
-    return rows
-
-
 @dashboard_view
 def run_list(request):
     filterset = RunFilterSet(
@@ -81,29 +68,16 @@ def run_list(request):
         return bad_request(request, {"after": ["cannot be combined with before"]})
     matching = filterset.qs
     try:
-        if after:
-            rows = list(
-                matching.older_than(*cursors.decode(after))
-                .newest_first()
-                .summaries()[: PAGE_SIZE + 1]
-            )
-            has_older, has_newer = len(rows) > PAGE_SIZE, True
-            rows = rows[:PAGE_SIZE]
-        elif before:
-            rows = list(
-                matching.newer_than(*cursors.decode(before))
-                .oldest_first()
-                .summaries()[: PAGE_SIZE + 1]
-            )
-            has_newer, has_older = len(rows) > PAGE_SIZE, True
-            rows = rows[:PAGE_SIZE][::-1]
-        else:
-            rows = list(matching.newest_first().summaries()[: PAGE_SIZE + 1])
-            has_older, has_newer = len(rows) > PAGE_SIZE, False
-            rows = rows[:PAGE_SIZE]
+        page = selectors.newest_first_page(
+            matching,
+            PAGE_SIZE,
+            after=cursors.decode(after) if after else None,
+            before=cursors.decode(before) if before else None,
+        )
     except cursors.InvalidCursor as exc:
         return bad_request(request, {"after" if after else "before": [str(exc)]})
-    with_has_children(rows)
+    rows, has_older, has_newer = page.rows, page.has_older, page.has_newer
+    selectors.with_has_children(rows)
     if after or before or has_older:
         count = matching.bounded_count(COUNT_CAP)
     else:
@@ -130,20 +104,6 @@ def run_list(request):
 # --- run detail ------------------------------------------------------------------------
 
 
-def _run_with_text_heads(run_id: str):
-    """The run without its big columns whole: inputs as text, output/error cut to a page."""
-    return get_object_or_404(
-        SkillRun.objects.defer("inputs", "output", "error").annotate(
-            inputs_text=Cast("inputs", TextField()),
-            output_head=Substr("output", 1, TEXT_PAGE_CHARS),
-            output_size=Length("output"),
-            error_head=Substr("error", 1, TEXT_PAGE_CHARS),
-            error_size=Length("error"),
-        ),
-        pk=contract.clean_id(run_id),
-    )
-
-
 def _events_after(request) -> int:
     value = request.GET.get("events_after", "0") or "0"
     if not value.isdigit() or len(value) > 18:
@@ -161,14 +121,16 @@ def run_length_seconds(run, last_event_at=None) -> float:
 
 @dashboard_view
 def run_detail(request, run_id):
-    unknown = set(request.GET) - {"events_after"}
-    if unknown:
-        return bad_request(request, {sorted(unknown)[0]: ["is not a known parameter"]})
+    problems = parameter_problems(request.GET, {"events_after"})
+    if problems:
+        return bad_request(request, problems)
     try:
         events_after = _events_after(request)
     except ValueError as exc:
         return bad_request(request, {"events_after": [str(exc)]})
-    run = _run_with_text_heads(run_id)
+    run = selectors.run_with_text_heads(run_id)
+    if run is None:
+        raise Http404("No run with that id.")
     inputs_pretty, inputs_raw = presentation.pretty_json_text(run.inputs_text)
     chain = SkillRun.objects.parent_chain(run.id, summaries=True)
     children_qs = SkillRun.objects.children_of(run.id)
@@ -191,8 +153,8 @@ def run_detail(request, run_id):
         "inputs_pretty": inputs_pretty,
         "inputs_raw": inputs_raw,
         "inputs_fold": presentation.is_long(inputs_pretty or inputs_raw),
-        "output_cut": (run.output_size or 0) > TEXT_PAGE_CHARS,
-        "error_cut": (run.error_size or 0) > TEXT_PAGE_CHARS,
+        "output_cut": (run.output_size or 0) > selectors.TEXT_PAGE_CHARS,
+        "error_cut": (run.error_size or 0) > selectors.TEXT_PAGE_CHARS,
         "output_fold": presentation.is_long(run.output_head),
         "error_fold": presentation.is_long(run.error_head),
         "chain": chain[:-1],
@@ -250,49 +212,11 @@ def _raw_response(text: str, content_type: str) -> HttpResponse:
 # --- call tree -------------------------------------------------------------------------
 
 
-def build_call_tree(run):
-    """The call tree around ``run`` from its root, capped: three queries whatever its size.
-
-    Returns (root node, number of nodes, whether the cap cut it, whether the root's own
-    parent is missing). Cycles in corrupted data are cut where a run repeats.
-    """
-    chain = SkillRun.objects.parent_chain(run.id, summaries=True)
-    root = chain[0]
-    rows = [
-        SimpleNamespace(**row)
-        for row in SkillRun.objects.call_tree(root.id, TREE_NODE_CAP, TREE_DEPTH_CAP)
-    ]
-    rows.sort(key=lambda row: (row.started_at, row.id))  # children oldest first
-    children: dict[str, list] = {}
-    for row in rows:
-        if row.id != root.id:
-            children.setdefault(row.parent_run_id, []).append(row)
-    root_node = presentation.TreeNode(run=root, depth=0)
-    seen = {root.id}
-    level = [root_node]
-    capped = len(rows) > TREE_NODE_CAP
-    while level:
-        next_level = []
-        for node in level:
-            for kid in children.get(node.run.id, ()):
-                if kid.id in seen or len(seen) >= TREE_NODE_CAP:
-                    capped = capped or kid.id not in seen
-                    continue
-                if node.depth + 1 > TREE_DEPTH_CAP:
-                    capped = True
-                    continue
-                seen.add(kid.id)
-                child = presentation.TreeNode(run=kid, depth=node.depth + 1)
-                node.children.append(child)
-                next_level.append(child)
-        level = next_level
-    return root_node, len(seen), capped, root.parent_run_id != ""
-
-
 @dashboard_view
 def run_tree(request, run_id):
-    if request.GET:
-        return bad_request(request, {sorted(request.GET)[0]: ["is not a known parameter"]})
+    problems = parameter_problems(request.GET, set())
+    if problems:
+        return bad_request(request, problems)
     run_id = contract.clean_id(run_id)
     run = SkillRun.objects.summaries().filter(pk=run_id).first()
     if run is None and SkillRun.objects.filter(pk=f"{run_id}/tree").exists():
@@ -300,9 +224,10 @@ def run_tree(request, run_id):
         return run_detail.__wrapped__(request, f"{run_id}/tree")
     if run is None:
         raise Http404("No run with that id.")
-    root, size, capped, root_is_orphan = build_call_tree(run)
+    tree = selectors.call_tree(run.id)
+    root = tree.root
     end = max(
-        (n.run.finished_at or timezone.now() for n in _walk(root)),
+        (n.run.finished_at or timezone.now() for n in tree.preorder()),
         default=root.run.started_at,
     )
     length = max((end - root.run.started_at).total_seconds(), 0.0)
@@ -311,20 +236,12 @@ def run_tree(request, run_id):
         "run": run,
         "root": root.run,
         "nodes": nodes,
-        "size": size,
-        "capped": capped,
-        "node_cap": TREE_NODE_CAP,
-        "root_is_orphan": root_is_orphan,
+        "size": tree.size,
+        "capped": tree.capped,
+        "node_cap": selectors.TREE_NODE_CAP,
+        "root_is_orphan": tree.root_is_orphan,
     }
     return render(request, "runs/run_tree.html", context)
-
-
-def _walk(node):
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(current.children)
 
 
 # --- skills ----------------------------------------------------------------------------
@@ -332,8 +249,9 @@ def _walk(node):
 
 @dashboard_view
 def skill_overview(request):
-    if request.GET:
-        return bad_request(request, {sorted(request.GET)[0]: ["is not a known parameter"]})
+    problems = parameter_problems(request.GET, set())
+    if problems:
+        return bad_request(request, problems)
     now = timezone.now()
     skill_ids = SkillRun.objects.skill_ids()
     last_run = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=True)

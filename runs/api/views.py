@@ -31,10 +31,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import contract, cursors
-from . import serializers as s
-from .api_permissions import VIEW_RUNS
-from .filters import (
+from .. import contract, cursors, selectors
+from ..filters import (
     FALSE_VALUES,
     STATUS_CHOICES,
     TRUE_VALUES,
@@ -44,9 +42,11 @@ from .filters import (
     StrictBooleanFilter,
     parameter_problems,
 )
-from .models import SkillRun, SkillRunLog
-from .storage import DjangoStorage, SchemaMissing, run_from_model
-from .views import build_call_tree, with_has_children
+from ..models import SkillRun, SkillRunLog
+from ..selectors import with_has_children
+from ..storage import DjangoStorage, SchemaMissing, run_from_model
+from . import serializers as s
+from .permissions import VIEW_RUNS
 
 DEFAULT_PAGE_SIZE = contract.DEFAULT_LIMIT
 MAX_PAGE_SIZE = contract.MAX_LIMIT
@@ -338,13 +338,9 @@ class RunListView(ApiView):
         if not filterset.is_valid():
             raise exceptions.ValidationError(filterset.error_messages)
         page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        position = cursor_param(request)
-        matching = filterset.qs
-        if position is not None:
-            matching = matching.older_than(*position)
-        rows = list(matching.newest_first().summaries()[: page_size + 1])
-        more, rows = len(rows) > page_size, with_has_children(rows[:page_size])
-        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
+        page = selectors.newest_first_page(filterset.qs, page_size, after=cursor_param(request))
+        rows = with_has_children(page.rows)
+        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if page.has_older else None
         return Response(
             {
                 "results": s.RunSummarySerializer(rows, many=True).data,
@@ -524,17 +520,15 @@ class RunChildrenView(ApiView):
         check_query(request, ("full", "cursor", "page_size"))
         full = bool_param(request, "full")
         page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        position = cursor_param(request)
-        children = SkillRun.objects.children_of(contract.clean_id(run_id))
-        if position is not None:
-            children = children.newer_than(*position)
-        children = children.oldest_first()
+        rows, more = selectors.oldest_first_page(
+            SkillRun.objects.children_of(contract.clean_id(run_id)),
+            page_size,
+            after=cursor_param(request),
+            full=full,
+        )
         if full:
-            rows = with_inputs(list(children.with_inputs_text()[: page_size + 1]))
+            with_inputs(rows)
         else:
-            rows = list(children.summaries()[: page_size + 1])
-        more, rows = len(rows) > page_size, rows[:page_size]
-        if not full:
             with_has_children(rows)
         serializer = s.RunSerializer if full else s.RunSummarySerializer
         cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
@@ -545,14 +539,6 @@ class RunChildrenView(ApiView):
                 "next": next_url(request, cursor=cursor) if cursor else None,
             }
         )
-
-
-def _preorder(root):
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(reversed(node.children))
 
 
 class RunTreeView(ApiView):
@@ -570,20 +556,21 @@ class RunTreeView(ApiView):
         run = SkillRun.objects.summaries().filter(pk=run_id).first()
         if run is None:
             raise exceptions.NotFound("no such run")
-        root, size, capped, root_is_orphan = build_call_tree(run)
+        tree = selectors.call_tree(run.id)
         nodes = []
-        for node in _preorder(root):
+        for node in tree.preorder():
             node.run.depth = node.depth
             nodes.append(node.run)
-        tree = {
-            "run_id": run.id,
-            "root_id": root.run.id,
-            "root_is_orphan": root_is_orphan,
-            "size": size,
-            "capped": capped,
-            "nodes": s.TreeNodeSerializer(nodes, many=True).data,
-        }
-        return Response(tree)
+        return Response(
+            {
+                "run_id": run.id,
+                "root_id": tree.root.run.id,
+                "root_is_orphan": tree.root_is_orphan,
+                "size": tree.size,
+                "capped": tree.capped,
+                "nodes": s.TreeNodeSerializer(nodes, many=True).data,
+            }
+        )
 
 
 class LastRunView(ApiView):

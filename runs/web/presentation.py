@@ -6,8 +6,10 @@ Nothing here marks text safe: templates escape every value this module returns.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+
+from ..selectors import TreeNode
 
 # Payloads up to this many characters are loaded and pretty-printed; bigger ones show a
 # preview and a link to the raw JSON, so a megabyte payload cannot freeze the browser.
@@ -142,15 +144,6 @@ def _match_call(open_calls: list[TimelineEvent], result: TimelineEvent):
         if call.tool == result.tool and not call.call_id:
             return call
     return None
-
-
-@dataclass
-class TreeNode:
-    run: object
-    depth: int
-    children: list[TreeNode] = field(default_factory=list)
-    closes: int = 0
-    bar: Bar | None = None
 
 
 def flatten_tree(root: TreeNode, started: datetime, length: float) -> list[TreeNode]:

@@ -41,11 +41,11 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from . import contract
-from .contract import RunFilter
-from .managers import SkillRunManager
-from .models import SkillRun, SkillRunCount, SkillRunLog
-from .storage import DjangoStorage
+from runs import contract
+from runs.contract import RunFilter
+from runs.managers import SkillRunManager
+from runs.models import SkillRun, SkillRunCount, SkillRunLog
+from runs.storage import DjangoStorage
 
 TABLES = frozenset(
     {SkillRun._meta.db_table, SkillRunLog._meta.db_table, SkillRunCount._meta.db_table}
@@ -304,7 +304,7 @@ def _catalog() -> list[Query]:
             derived=("k", "json_each"),  # the skill ids: the parameter's list
             shape="probe_per_skill",
         ),
-        # The dashboard's own queries (runs/views.py), beside the contract's.
+        # The dashboard's own queries (runs/web/views.py), beside the contract's.
         Query(
             "dashboard: run list page with previews",
             lambda st, s: list(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import converters, views  # noqa: F401 (converters registers <runid:>)
+from . import views  # noqa: F401 (converters registers <runid:>)
 
 app_name = "runs"
 

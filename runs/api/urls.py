@@ -8,7 +8,8 @@ from django.urls import path, re_path
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
-from . import api, converters  # noqa: F401 (registers <runid:>)
+from .. import converters  # noqa: F401 (registers <runid:>)
+from . import views as api
 
 app_name = "api"
 

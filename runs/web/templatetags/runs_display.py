@@ -1,4 +1,4 @@
-"""The dashboard's template tags and filters; the work is done in runs/rendering.py."""
+"""The dashboard's template tags and filters; the work is done in runs/web/rendering.py."""
 
 from django import template
 

@@ -1,0 +1,1 @@
+"""The JSON API (Django REST framework): views, serializers, permissions, routes."""

@@ -1,0 +1,1 @@
+"""Workflows over the storage layer: purge, the history generator, ingest, import/export."""
