@@ -14,8 +14,6 @@ What the stock ModelAdmin does that this one does not, and why:
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
@@ -23,13 +21,14 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList, ChangeListSearchForm
 from django.core.paginator import Paginator
 from django.core.validators import MinValueValidator, ProhibitNullCharactersValidator
+from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import contract
+from . import contract, jsontext
 from .models import SkillRun, SkillRunLog
 from .web import rendering
 
@@ -40,9 +39,6 @@ EVENTS_SHOWN = 50
 EVENT_PREVIEW_CHARS = 200
 # Runs the admin deletes in one confirmation; more is a job for `manage.py purge_runs`.
 MAX_DELETE = 1_000
-# Nesting allowed in inputs edited here (executors may store deeper; the page then shows a
-# notice instead of the field).
-MAX_INPUTS_DEPTH = 200
 
 
 class CappedCountPaginator(Paginator):
@@ -98,18 +94,6 @@ def run_change_url(run_id: str) -> str:
     return reverse("admin:runs_skillrun_change", args=[quote(run_id)])
 
 
-def json_depth(value) -> int:
-    """How deeply a parsed JSON value nests, computed without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 class InputsField(forms.JSONField):
     """The inputs JSON: an object, cleaned like the contract cleans it, never a 500."""
 
@@ -130,10 +114,11 @@ class InputsField(forms.JSONField):
         if value is not None and not isinstance(value, dict):
             raise forms.ValidationError("Inputs must be a JSON object ({...}).")
         # Python parses JSON a little deeper than it can write it back from the save path
-        # (same recursion limit, deeper stack), so bound the depth well below both.
-        if json_depth(value) > MAX_INPUTS_DEPTH:
+        # (same recursion limit, deeper stack), so bound the depth well below both; the
+        # API's limit (executors may store deeper: the page then shows a notice instead).
+        if jsontext.depth_exceeds(value, jsontext.MAX_JSON_DEPTH):
             raise forms.ValidationError(
-                f"This JSON is nested too deeply (more than {MAX_INPUTS_DEPTH} levels)."
+                f"This JSON is nested too deeply (more than {jsontext.MAX_JSON_DEPTH} levels)."
             )
 
     def clean(self, value):
@@ -210,6 +195,27 @@ class SearchForm(ChangeListSearchForm):
             ]
 
 
+class ListedLookupsOnly:
+    """Filtering by the lookups the page's own filters offer, nothing else.
+
+    The stock lookup_allowed lets a query string filter by any lookup of any local field:
+    `?output__regex=^(.|.)*X$` held a SQLite worker for 30 s, and `?inputs__contains=x` was
+    a 500 on SQLite. Anything not listed here is Django's 400 (DisallowedModelAdminLookup).
+    """
+
+    allowed_lookups: frozenset[str] = frozenset()
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup in self.allowed_lookups
+
+    def get_object(self, request, object_id, from_field=None):
+        # No stored id holds NUL (the contract cleans it to U+FFFD), and PostgreSQL refuses
+        # it in a query (a 500): such an id names nothing.
+        if "\x00" in object_id:
+            raise Http404("No object has an id with a NUL character.")
+        return super().get_object(request, object_id, from_field)
+
+
 class RunChangeList(ChangeList):
     search_form_class = SearchForm
 
@@ -218,8 +224,10 @@ class RunChangeList(ChangeList):
 
 
 @admin.register(SkillRun)
-class SkillRunAdmin(admin.ModelAdmin):
+class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
     form = SkillRunForm
+    # StatusFilter's parameter and the start-date filter's range.
+    allowed_lookups = frozenset({"status", "started_at__gte", "started_at__lt"})
     list_display = (
         "id",
         "skill_id",
@@ -480,7 +488,8 @@ class LogChangeList(ChangeList):
 
 
 @admin.register(SkillRunLog)
-class SkillRunLogAdmin(admin.ModelAdmin):
+class SkillRunLogAdmin(ListedLookupsOnly, admin.ModelAdmin):
+    allowed_lookups = frozenset({"event_type"})
     list_display = ("run_link", "sequence", "event_type", "created_at", "payload_head")
     list_display_links = ("sequence",)
     list_filter = (EventTypeFilter,)
@@ -531,7 +540,7 @@ class SkillRunLogAdmin(admin.ModelAdmin):
     def payload_text(self, log):
         shown = log.payload_preview
         if log.payload_size <= len(shown):
-            return format_html("<pre>{}</pre>", _pretty(shown))
+            return format_html("<pre>{}</pre>", jsontext.pretty_text(shown)[0] or shown)
         return format_html(
             "<pre>{}</pre><p>The first {} of {} characters. "
             '<a href="{}">The whole event is in the dashboard timeline</a></p>',
@@ -540,11 +549,3 @@ class SkillRunLogAdmin(admin.ModelAdmin):
             log.payload_size,
             dashboard_url(log.run_id),
         )
-
-
-def _pretty(text: str) -> str:
-    """Indented JSON when it parses (it is small here), else the text as stored."""
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except (RecursionError, ValueError):
-        return text
