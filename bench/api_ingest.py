@@ -10,7 +10,7 @@ migrated first. gunicorn serves the site as in production (2 sync workers). Ever
 a realistic tool-call payload of about 300 bytes. Results go to
 bench/results/api-ingest-<database>.json and are printed as a table.
 
-Target (issue 5): at least 10,000 events/s through batches on PostgreSQL.
+Target: at least 10,000 events/s through batches on PostgreSQL.
 """
 
 from __future__ import annotations

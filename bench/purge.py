@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the retention purge against Django's plain ``QuerySet.delete()`` (issue 4).
+"""Time the retention purge against Django's plain ``QuerySet.delete()``.
 
     .venv/bin/python bench/purge.py --source postgres://postgres@127.0.0.1:5432/sa_bench_1m
 
@@ -7,7 +7,7 @@ Every measurement runs on a fresh copy of a generated database (PostgreSQL: ``CR
 DATABASE ... TEMPLATE <source>``; SQLite: a copy of the file), in a child process, so that
 its peak memory (``ru_maxrss``) belongs to that one deletion. Scenarios:
 
-- ``SkillRun.objects.purge_started_before(t)`` (what ``manage.py purge_runs`` calls) for the
+- ``runs.services.purge.purge_started_before(t)`` (what ``manage.py purge_runs`` calls) for the
   oldest 10% and the oldest 50% of the runs: the rate, and whether memory grows with the
   amount deleted;
 - both methods on the same oldest N runs (default 50,000): ``QuerySet.delete()`` loads every
@@ -81,6 +81,7 @@ def child(
     from django.db import connection
 
     from runs.models import SkillRun, SkillRunLog
+    from runs.services import purge
 
     total = SkillRun.objects.count()
     total_logs = SkillRunLog.objects.count()
@@ -95,7 +96,7 @@ def child(
     if method == "purge_started_before":
         options = {"batch_size": batch_size} if batch_size else {}
         options["workers"] = workers
-        deleted_runs, deleted_logs = SkillRun.objects.purge_started_before(cutoff, **options)
+        deleted_runs, deleted_logs = purge.purge_started_before(cutoff, **options)
     else:
         _total, per_model = SkillRun.objects.filter(started_at__lt=cutoff).delete()
         deleted_runs = per_model.get("runs.SkillRun", 0)

@@ -31,7 +31,6 @@ correlated subquery), never a read of all of a skill's runs.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import re
 from collections import Counter
@@ -43,8 +42,8 @@ from django.db import connections, transaction
 
 from runs import contract
 from runs.contract import RunFilter
-from runs.managers import SkillRunManager
 from runs.models import SkillRun, SkillRunCount, SkillRunLog
+from runs.services import purge
 from runs.storage import DjangoStorage
 
 TABLES = frozenset(
@@ -52,9 +51,7 @@ TABLES = frozenset(
 )
 
 # The purge deletes in batches of ids (2000 by default): 0.2% of a reference table of 1M runs.
-PURGE_BATCH = (
-    inspect.signature(SkillRunManager.purge_started_before).parameters["batch_size"].default
-)
+PURGE_BATCH = purge.DEFAULT_BATCH_SIZE
 REFERENCE_RUNS = 1_000_000
 
 
@@ -152,8 +149,11 @@ def _first_purge_batch(storage: DjangoStorage, sample: Sample) -> None:
         raise _FirstBatchDone
 
     try:
-        SkillRun.objects.db_manager(storage.using).purge_started_before(
-            sample.retention_cutoff, batch_size=sample.purge_batch, on_batch=stop
+        purge.purge_started_before(
+            sample.retention_cutoff,
+            batch_size=sample.purge_batch,
+            on_batch=stop,
+            using=storage.using,
         )
     except _FirstBatchDone:
         pass

@@ -56,7 +56,7 @@ def load() -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict]]:
 
 
 def load_section(loads: list[dict]) -> list[str]:
-    """bench/load.py: wrk against gunicorn, pages mixed with API recording (issue 7)."""
+    """bench/load.py: wrk against gunicorn, pages mixed with API recording ."""
     out = [
         "",
         "## Load test (`bench/load.py`: wrk on loopback, pages mixed with API recording)",
@@ -248,7 +248,7 @@ def targets(run: dict) -> list[Target]:
         # The targets are set for 1M runs; a smaller data set shows them for comparison.
         return [(row[0], row[1], None, row[3], None, f"{row[5]} (at 1M)") for row in out]
     if vendor != "postgresql":
-        # Issue 6's targets are for PostgreSQL; on SQLite it asks for the same figures and
+        # The page targets are for PostgreSQL; on SQLite it asks for the same figures and
         # sets one limit, the list page's p95. The others are shown beside PostgreSQL's.
         out = [
             row
@@ -378,7 +378,7 @@ def dataset_section(run: dict) -> list[str]:
             []
             if meta["runs"] >= 1_000_000
             else [
-                "Issue 6 sets these targets for 1M runs / 10M events; at this size they are for "
+                "The targets are set for 1M runs / 10M events; at this size they are for "
                 "comparison only (the stock admin, counting fewer rows, is faster here too).",
                 "",
             ]
@@ -387,8 +387,8 @@ def dataset_section(run: dict) -> list[str]:
             []
             if meta["vendor"] == "postgresql"
             else [
-                "On SQLite issue 6 asks for the same figures with one limit of its own, the list "
-                "page's p95; the other rows are reported beside PostgreSQL's limits (no verdict).",
+                "On SQLite the targets ask for the same figures with one limit of its own, the "
+                "list page's p95; the other rows are reported beside PostgreSQL's limits.",
                 "",
             ]
         ),
@@ -679,7 +679,7 @@ def write() -> None:
             "",
             "## Growth: the same page on the smaller and the bigger data set (medians)",
             "",
-            "Two bench/run.py runs, minutes apart. The 1.5× limit is issue 6's target for "
+            "Two bench/run.py runs, minutes apart. The 1.5× limit is the growth target for "
             "PostgreSQL; SQLite's ratios are reported, and where bench/growth.py measured the "
             "pages in turns (above) that is the verdict.",
             "",
@@ -717,10 +717,10 @@ def write() -> None:
 def purge_section(purges: list[dict]) -> list[str]:
     out = [
         "",
-        "## Purge (issue 4): `SkillRun.objects.purge_started_before(t)` vs `QuerySet.delete()`",
+        "## Purge: `purge_started_before(t)` vs `QuerySet.delete()`",
         "",
         "Each row ran in a child process on a freshly generated copy; peak memory is that "
-        "process's `ru_maxrss`. The 200k rows/s target is issue 4's, on PostgreSQL.",
+        "process's `ru_maxrss`. The 200k rows/s target is the purge's target, on PostgreSQL.",
     ]
     for purge in purges:
         out += [
@@ -733,7 +733,7 @@ def purge_section(purges: list[dict]) -> list[str]:
         for row in purge["rows"]:
             rate = row["rows_per_s"]
             cpu_rate = row.get("rows_per_cpu_s")
-            # Issue 4's rate target is for PostgreSQL; SQLite's figures are reported.
+            # The purge's rate target is for PostgreSQL; SQLite's figures are reported.
             ours = row["method"].startswith("purge_started") and purge["engine"] == "postgresql"
             ok = rate >= PURGE_ROWS_PER_S if ours else None
             cpu_ok = cpu_rate >= PURGE_ROWS_PER_S if ours and cpu_rate else None

@@ -106,11 +106,6 @@ def _event(log: SkillRunLog) -> dict[str, Any]:
     }
 
 
-def _segment(run_id: str) -> str:
-    """A run id as one path segment: "/" and "." quoted too, so no proxy rewrites it."""
-    return quote(contract.clean_id(run_id), safe="").replace(".", "%2E")
-
-
 class HttpStorage:
     """The Storage contract over a skillaudit server's /api/ (token authentication).
 
@@ -158,7 +153,7 @@ class HttpStorage:
         if exc.code == 409:
             return contract.Conflict(text)
         if exc.code in (400, 413):
-            return ValueError(text)
+            return contract.InvalidInput(text)
         return ApiError(exc.code, text)
 
     def _contract(self, method: str, **arguments) -> Any:
@@ -198,12 +193,14 @@ class HttpStorage:
         if not contract.clean_id(run_id):
             raise contract.NotFound(run_id)
         body = dataclasses.asdict(stats)
-        self._call("POST", f"/api/runs/{_segment(run_id)}/finish/", body=body)
+        self._call("POST", f"/api/runs/{contract.run_id_segment(run_id)}/finish/", body=body)
 
     def append_log(self, log: SkillRunLog) -> None:
         if not contract.clean_id(log.run_id):
             raise contract.NotFound(log.run_id)
-        self._call("POST", f"/api/runs/{_segment(log.run_id)}/logs/", body=_event(log))
+        self._call(
+            "POST", f"/api/runs/{contract.run_id_segment(log.run_id)}/logs/", body=_event(log)
+        )
 
     def append_logs(self, logs: Sequence[SkillRunLog]) -> None:
         """Events of one run in one request and one transaction: all stored or none."""
@@ -211,12 +208,12 @@ class HttpStorage:
             return
         run_ids = {contract.clean_id(log.run_id) for log in logs}
         if len(run_ids) != 1:
-            raise ValueError("append_logs takes the events of one run")
+            raise contract.InvalidInput("append_logs takes the events of one run")
         run_id = logs[0].run_id
         if not contract.clean_id(run_id):
             raise contract.NotFound(run_id)
         body = {"events": [_event(log) for log in logs]}
-        self._call("POST", f"/api/runs/{_segment(run_id)}/logs/", body=body)
+        self._call("POST", f"/api/runs/{contract.run_id_segment(run_id)}/logs/", body=body)
 
     def purge_older_than(self, t: datetime) -> int:
         return self._contract("purge_older_than", t=_iso(t))["deleted"]
@@ -228,12 +225,12 @@ class HttpStorage:
             raise contract.NotFound(run_id)
         if run_id.rsplit("/", 1)[-1] in _RUN_SUBROUTES and "/" in run_id:
             return _run(self._contract("get_run", id=run_id))
-        return _run(self._call("GET", f"/api/runs/{_segment(run_id)}/"))
+        return _run(self._call("GET", f"/api/runs/{contract.run_id_segment(run_id)}/"))
 
     def list_logs_by_run(self, run_id: str) -> list[SkillRunLog]:
         if not contract.clean_id(run_id):
             return []
-        path = f"/api/runs/{_segment(run_id)}/logs/"
+        path = f"/api/runs/{contract.run_id_segment(run_id)}/logs/"
         logs: list[SkillRunLog] = []
         query: dict[str, Any] = {"limit": _LOG_PAGE}
         while True:
@@ -280,7 +277,7 @@ class HttpStorage:
     def list_children_by_parent(self, parent_run_id: str) -> list[SkillRun]:
         if not contract.clean_id(parent_run_id):
             return []
-        path = f"/api/runs/{_segment(parent_run_id)}/children/"
+        path = f"/api/runs/{contract.run_id_segment(parent_run_id)}/children/"
         query: dict[str, Any] = {"full": 1, "page_size": _CHILDREN_PAGE}
         children: list[SkillRun] = []
         while True:
@@ -293,7 +290,7 @@ class HttpStorage:
     def walk_parent_chain(self, run_id: str) -> list[SkillRun]:
         if not contract.clean_id(run_id):
             raise contract.NotFound(run_id)
-        page = self._call("GET", f"/api/runs/{_segment(run_id)}/chain/", {"full": 1})
+        page = self._call("GET", f"/api/runs/{contract.run_id_segment(run_id)}/chain/", {"full": 1})
         return [_run(data) for data in page["results"]]
 
     def list_finished_runs_before(self, cutoff: datetime, limit: int) -> list[SkillRun]:

@@ -1,8 +1,10 @@
-"""The storage contract for skill runs, ported from ``shared/spec/storage.go``.
+"""The storage contract for skill runs: a port of the Go executor's ``storage.go``.
 
-This module imports nothing from Django so that an executor can depend on it alone.
-Every Storage implementation (memory, Django, HTTP) follows the rules written here and
-in DESIGN.md; ``tests/contract/`` checks them all with one suite.
+The Go executor defines a Storage interface (17 methods over two tables, skill_runs and
+skill_run_logs); this module is that interface in Python, with the rules the Go text
+leaves open written down in the docstrings and functions below. It imports nothing from
+Django so that an executor can depend on it alone. Every Storage implementation (memory,
+Django, HTTP) follows these rules; ``tests/contract/`` checks them all with one suite.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 MAX_PARENT_CHAIN_DEPTH = 32
 DEFAULT_LIMIT = 50
@@ -35,7 +38,7 @@ STATUS_DRY_RUN = "dry_run"
 STATUS_PREEMPTED = "preempted"
 STATUS_LANE_BUSY = "lane_busy"
 
-# Every status the Go executor writes (storage.go names the last two in LastRunBySkills).
+# Every status the Go executor writes (its LastRunBySkills names the last two).
 KNOWN_STATUSES = (
     STATUS_RUNNING,
     STATUS_OK,
@@ -61,6 +64,14 @@ class NotFound(LookupError):
 
 class Conflict(ValueError):
     """A run id or a (run_id, sequence) pair is already stored; nothing was changed."""
+
+
+class InvalidInput(ValueError):
+    """An argument the contract refuses (naive time, too long an id, not JSON...).
+
+    A ValueError, so callers that caught ValueError keep working; the API maps only this
+    one to 400, so a ValueError from a bug stays a server error.
+    """
 
 
 @dataclasses.dataclass
@@ -151,7 +162,7 @@ REPLACEMENT = "\ufffd"
 
 def clean_text(value: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
+        raise InvalidInput(f"expected a string, got {type(value).__name__}")
     return _UNSTORABLE.sub(REPLACEMENT, value)
 
 
@@ -167,34 +178,34 @@ def clean_json(value: Any) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError("JSON cannot hold NaN or infinite numbers")
+            raise InvalidInput("JSON cannot hold NaN or infinite numbers")
         return value
     if isinstance(value, dict):
         cleaned = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"JSON object keys must be strings, got {type(key).__name__}")
+                raise InvalidInput(f"JSON object keys must be strings, got {type(key).__name__}")
             cleaned[clean_text(key)] = clean_json(item)
         return cleaned
     if isinstance(value, list | tuple):
         return [clean_json(item) for item in value]
-    raise ValueError(f"not a JSON value: {type(value).__name__}")
+    raise InvalidInput(f"not a JSON value: {type(value).__name__}")
 
 
 def clean_object(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object")
+        raise InvalidInput(f"{what} must be a JSON object")
     return clean_json(value)
 
 
 def require_aware(value: datetime, what: str) -> datetime:
-    """The datetime in UTC; a naive one is refused (DESIGN.md)."""
+    """The datetime in UTC; a naive one is refused: an instant must be unambiguous."""
     if not isinstance(value, datetime):
-        raise ValueError(f"{what} must be a datetime")
+        raise InvalidInput(f"{what} must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware")
+        raise InvalidInput(f"{what} must be timezone-aware")
     return value.astimezone(UTC)
 
 
@@ -217,25 +228,25 @@ def clamp_offset(offset: int) -> int:
 def _bounded(value: str, what: str, max_length: int) -> str:
     value = clean_text(value)
     if len(value) > max_length:
-        raise ValueError(f"{what} is longer than {max_length} characters")
+        raise InvalidInput(f"{what} is longer than {max_length} characters")
     return value
 
 
 def _integer(value: Any, what: str) -> int:
     # Every integer column is 64-bit (BigIntegerField); PostgreSQL refuses more.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer")
+        raise InvalidInput(f"{what} must be an integer")
     if not -(2**63) <= value < 2**63:
-        raise ValueError(f"{what} does not fit in 64 bits")
+        raise InvalidInput(f"{what} does not fit in 64 bits")
     return value
 
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number")
+        raise InvalidInput(f"{what} must be a number")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite")
+        raise InvalidInput(f"{what} must be finite")
     return value
 
 
@@ -244,11 +255,17 @@ def clean_id(value: str) -> str:
     return clean_text(value)
 
 
+def run_id_segment(run_id: str) -> str:
+    """A run id as one URL path segment: every character quoted, "/" and "." too, so no
+    client, proxy or browser reads a dot segment ("..") in it and opens another run."""
+    return quote(clean_id(run_id), safe="").replace(".", "%2E")
+
+
 def new_run(run: SkillRun, now: datetime) -> SkillRun:
     """The run as start_run stores it: status running, no finish time, text cleaned."""
     run_id = _bounded(run.id, "id", ID_MAX_LENGTH)
     if not run_id:
-        raise ValueError("id must not be empty")
+        raise InvalidInput("id must not be empty")
     started_at = require_aware(run.started_at, "started_at") if run.started_at else now
     return SkillRun(
         id=run_id,
@@ -310,7 +327,7 @@ def clean_filter(f: RunFilter) -> RunFilter:
 def unique_ids(skill_ids: Sequence[str]) -> list[str]:
     """Cleaned ids, duplicates dropped, first-seen order kept."""
     if isinstance(skill_ids, str):
-        raise ValueError("skill_ids must be a sequence of strings, not one string")
+        raise InvalidInput("skill_ids must be a sequence of strings, not one string")
     return list(dict.fromkeys(clean_id(s) for s in skill_ids))
 
 

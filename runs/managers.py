@@ -9,8 +9,7 @@ statement at all (the skills page's counts, the rebuild of the run counts).
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
@@ -374,124 +373,33 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
                     latest[skill_id] = _as_utc(started_at)
         return latest
 
-    def purge_started_before(
-        self,
-        t: datetime,
-        batch_size: int = 2000,
-        on_batch: Callable[[int, int], None] | None = None,
-        workers: int = 1,
-    ) -> tuple[int, int]:
-        """Delete runs started before t and their logs; returns (runs, logs) deleted.
+    def purge_batch(self, hi: datetime, lo: datetime | None, batch_size: int) -> tuple[int, int]:
+        """Delete the oldest ``batch_size`` runs started in [lo, hi) with their logs, in one
+        transaction; returns (runs, logs) deleted, (0, 0) when none is left.
 
-        Works in id batches, one transaction per batch (logs first, then their runs), so
-        memory stays flat, a kill at any moment leaves no orphaned logs, and running it
-        again finishes the job. Rows are never loaded: big JSON is never parsed.
-
-        ``workers`` > 1 (PostgreSQL only) splits the runs into that many started_at
-        ranges of equal size and purges them at once, each on its own connection: one
-        PostgreSQL backend deleting is CPU-bound, and the work parallelises cleanly since
-        the ranges share no run. ``on_batch`` gets the running totals of all workers.
+        The retention workflow (ranges, workers, running totals) is runs.services.purge;
+        this is its unit of work, so a kill at any moment leaves whole runs.
         """
-        self.check_purge_workers(workers)
-        totals = _RunningTotals(on_batch)
-        ranges = self._purge_ranges(t, workers, batch_size) if workers > 1 else [(None, t)]
-        if len(ranges) == 1:
-            self._purge_range(None, t, batch_size, totals.add)
-        else:
-            self._purge_in_parallel(ranges, batch_size, totals.add)
-        return totals.runs, totals.logs
-
-    def check_purge_workers(self, workers: int) -> None:
-        """ValueError unless this database can purge with ``workers`` connections."""
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        vendor = connections[self.db].vendor
-        if workers > 1 and vendor != "postgresql":
-            raise ValueError(
-                f"parallel purge workers need PostgreSQL: {vendor} allows one writer at a "
-                "time, so they would only wait for each other"
-            )
-
-    def _purge_ranges(self, t: datetime, workers: int, batch_size: int) -> list[tuple]:
-        """[lo, hi) started_at ranges holding about the same number of runs each.
-
-        Counting and finding the boundaries walks the started_at index once (a few
-        hundred ms for 500,000 runs), small beside deleting them. Too few runs for more
-        than a batch per worker: one range.
-        """
-        doomed = self.started_before(t)
-        count = doomed.count()
-        workers = min(workers, count // batch_size)
-        if workers <= 1:
-            return [(None, t)]
-        oldest_first = doomed.order_by("started_at").values_list("started_at", flat=True)
-        bounds = sorted({oldest_first[count * k // workers] for k in range(1, workers)})
-        edges = [None, *bounds, t]
-        return list(zip(edges, edges[1:], strict=False))
-
-    def _purge_in_parallel(self, ranges, batch_size, on_batch) -> None:
-        """One thread (and database connection) per range; the first error stops all."""
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def worker(lo, hi) -> None:
-            try:
-                self._purge_range(lo, hi, batch_size, on_batch, stop=stop)
-            except BaseException as exc:  # re-raised in the calling thread below
-                errors.append(exc)
-                stop.set()
-            finally:
-                connections[self.db].close()
-
-        threads = [threading.Thread(target=worker, args=bounds) for bounds in ranges]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        except BaseException:
-            # Ctrl-C: let each worker commit or roll back the batch it is in, then stop.
-            stop.set()
-            for thread in threads:
-                thread.join()
-            raise
-        if errors:
-            raise errors[0]
-
-    def _purge_range(
-        self,
-        lo: datetime | None,
-        hi: datetime,
-        batch_size: int,
-        on_batch: Callable[[int, int], None],
-        stop: threading.Event | None = None,
-    ) -> None:
-        """Purge the runs started in [lo, hi) batch by batch; on_batch gets each batch's
-        (runs, logs) after its commit."""
         connection = connections[self.db]
         doomed = self.started_before(hi)
         if lo is not None:
             doomed = doomed.filter(started_at__gte=lo)
-        while stop is None or not stop.is_set():
-            with transaction.atomic(using=self.db):
-                if connection.vendor == "postgresql":
-                    # Each batch's commit need not wait for its WAL flush: after a crash
-                    # the lost batches are simply still there, and the next purge takes them.
-                    with connection.cursor() as cursor:
-                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                # Oldest first: an index range on started_at (PostgreSQL otherwise reads the
-                # heap from the start, past the dead rows of every earlier batch), and a
-                # purge cut short leaves a clean "everything before X is gone" boundary
-                # (one per range with several workers).
-                ids = list(
-                    doomed.order_by("started_at")
-                    .select_for_update()
-                    .values_list("pk", flat=True)[:batch_size]
-                )
-                if not ids:
-                    break
-                deleted = self._delete_locked(ids)
-            on_batch(*deleted)
+        with transaction.atomic(using=self.db):
+            if connection.vendor == "postgresql":
+                # Each batch's commit need not wait for its WAL flush: after a crash
+                # the lost batches are simply still there, and the next purge takes them.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            # Oldest first: an index range on started_at (PostgreSQL otherwise reads the
+            # heap from the start, past the dead rows of every earlier batch), and a
+            # purge cut short leaves a clean "everything before X is gone" boundary
+            # (one per range with several workers).
+            ids = list(
+                doomed.order_by("started_at")
+                .select_for_update()
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            return self._delete_locked(ids)
 
     def delete_with_logs(self, run_ids: Sequence[str]) -> tuple[int, int]:
         """Delete these runs and their logs in one transaction; returns (runs, logs).
@@ -538,23 +446,6 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         doomed = self.started_before(t)
         logs = self.model.logs.field.model.objects.db_manager(self.db)
         return doomed.count(), logs.filter(run__in=doomed.values("pk")).count()
-
-
-class _RunningTotals:
-    """Runs and logs a purge has deleted so far, over all its workers; each added batch is
-    passed on, as the new totals, to the caller's on_batch (one at a time)."""
-
-    def __init__(self, on_batch: Callable[[int, int], None] | None):
-        self.runs = self.logs = 0
-        self.on_batch = on_batch
-        self.lock = threading.Lock()
-
-    def add(self, runs: int, logs: int) -> None:
-        with self.lock:
-            self.runs += runs
-            self.logs += logs
-            if self.on_batch is not None:
-                self.on_batch(self.runs, self.logs)
 
 
 PAYLOAD_PREVIEW_CHARS = 2000

@@ -11,6 +11,7 @@ from . import contract
 from .contract import RunFilter, RunStats, SkillRun, SkillRunLog
 from .models import SkillRun as SkillRunModel
 from .models import SkillRunLog as SkillRunLogModel
+from .services import purge
 
 
 class SchemaMissing(RuntimeError):
@@ -75,7 +76,8 @@ class DjangoStorage:
         self._logs.append([contract.new_log(log, now) for log in logs])
 
     def purge_older_than(self, t: datetime) -> int:
-        runs, _logs = self._runs.purge_started_before(contract.require_aware(t, "t"))
+        t = contract.require_aware(t, "t")
+        runs, _logs = purge.purge_started_before(t, using=self.using)
         return runs
 
     # --- reads ---------------------------------------------------------------------

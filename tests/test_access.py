@@ -27,7 +27,7 @@ SAMPLES = {
     "pk": RUN_ID,
     "format": "json",
 }
-# The only names that may answer anonymous users (DESIGN.md: the login page and /healthz).
+# The only names that may answer anonymous users: the login page and /healthz.
 PUBLIC = {"admin:login", "healthz", "admin:logout"}
 # Pages about the staff user's own account, which any staff user may open.
 STAFF_OWN = {"admin:index", "admin:jsi18n", "admin:password_change", "admin:password_change_done"}

@@ -23,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from runs import cursors
+from runs.api import contract_methods
 from runs.api import views as api
 from runs.models import SkillRun, SkillRunLog
 from tests.dashboard_data import BASE, make_viewer, record_run
@@ -1065,7 +1066,7 @@ def test_contract_endpoints_refuse_bad_arguments(admin_api, mixed_runs, name, bo
 
 
 def test_finished_before_continues_past_one_response(reader, monkeypatch):
-    monkeypatch.setattr(api, "FINISHED_PAGE", 3)
+    monkeypatch.setattr(contract_methods, "FINISHED_PAGE", 3)
     for i in range(8):
         record_run(f"f{i}", minutes=i)
     body = {"cutoff": "2100-01-01T00:00:00Z", "limit": 7}

@@ -15,7 +15,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 
-from runs import api, contract
+from runs import contract
+from runs.api import contract_methods
 from runs.client import ApiError, HttpStorage
 from runs.contract import Conflict, NotFound, RunStats, SkillRun, SkillRunLog
 from runs.storage import DjangoStorage
@@ -90,7 +91,7 @@ def test_children_beyond_one_page_come_back_whole(http_storage):
 
 
 def test_finished_runs_before_pages_behind_one_call(http_storage, monkeypatch):
-    monkeypatch.setattr(api, "FINISHED_PAGE", 4)
+    monkeypatch.setattr(contract_methods, "FINISHED_PAGE", 4)
     local = DjangoStorage()
     for i in range(11):
         local.start_run(SkillRun(id=f"f{i:02d}", started_at=at(i)))

@@ -22,6 +22,7 @@ from runs import contract
 from runs.durations import parse_duration
 from runs.memory import MemoryStorage
 from runs.models import SkillRun, SkillRunLog
+from runs.services import purge as purge_service
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOGS_PER_RUN = 3
@@ -297,7 +298,7 @@ def test_workers_on_sqlite_are_refused_with_the_reason(history):
     with pytest.raises(CommandError, match="--workers 2: parallel purge workers need PostgreSQL"):
         purge("--older-than", "30d", "--noinput", "--workers", "2")
     with pytest.raises(ValueError, match="need PostgreSQL"):
-        SkillRun.objects.purge_started_before(timezone.now(), workers=2)
+        purge_service.purge_started_before(timezone.now(), workers=2)
     assert len(run_ids()) == 4
 
 
@@ -320,7 +321,7 @@ def test_parallel_workers_delete_exactly_the_runs_before_the_cutoff():
     make_runs(same_time + spread + at_cutoff + kept)
     totals = []
 
-    runs, logs = SkillRun.objects.purge_started_before(
+    runs, logs = purge_service.purge_started_before(
         cutoff, batch_size=100, workers=3, on_batch=lambda r, n: totals.append((r, n))
     )
 
@@ -338,7 +339,7 @@ def test_parallel_workers_delete_exactly_the_runs_before_the_cutoff():
 @pytest.mark.django_db(transaction=True)
 def test_parallel_workers_with_few_runs_use_one_connection():
     make_runs([(f"r{i}", datetime(2020, 1, 1, tzinfo=UTC)) for i in range(5)])
-    assert SkillRun.objects._purge_ranges(datetime(2021, 1, 1, tzinfo=UTC), 4, 100) == [
+    assert purge_service.purge_ranges(datetime(2021, 1, 1, tzinfo=UTC), 4, 100) == [
         (None, datetime(2021, 1, 1, tzinfo=UTC))
     ]
     out = purge("--before", "2021-01-01T00:00:00Z", "--noinput", "--workers", "4")
@@ -359,14 +360,14 @@ def test_an_error_in_one_worker_stops_the_others_and_is_raised():
             raise RuntimeError("progress output failed")
 
     with pytest.raises(RuntimeError, match="progress output failed"):
-        SkillRun.objects.purge_started_before(
+        purge_service.purge_started_before(
             cutoff, batch_size=20, workers=2, on_batch=fail_on_the_third_batch
         )
     remaining = SkillRun.objects.count()
     assert 1500 < remaining < 2000, "the other worker did not stop"
     assert_only_whole_runs_remain(set())
     # And the next purge finishes the job.
-    runs, logs = SkillRun.objects.purge_started_before(cutoff, workers=2, batch_size=20)
+    runs, logs = purge_service.purge_started_before(cutoff, workers=2, batch_size=20)
     assert (runs, logs) == (remaining, remaining * LOGS_PER_RUN)
     assert not SkillRun.objects.exists()
 

@@ -23,6 +23,7 @@ from django.db.models import Max
 from bench.query_catalog import QUERIES, Query, Sample, Statement, explain
 from runs import contract
 from runs.models import SkillRun, SkillRunLog
+from runs.services import purge
 
 # The data is loaded once per module, outside the tests' transactions; the mark makes
 # pytest-django create the test database.
@@ -142,7 +143,7 @@ def history(django_db_setup, django_db_blocker):
         try:
             yield
         finally:
-            SkillRun.objects.purge_started_before(END + SPAN, batch_size=10_000)
+            purge.purge_started_before(END + SPAN, batch_size=10_000)
             _forget_statistics()
 
 

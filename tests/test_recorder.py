@@ -265,7 +265,7 @@ def test_an_unstorable_payload_is_counted_and_later_events_still_land(storage, c
         recorder.close("a status longer than the thirty-two characters allowed")
     assert recorder.failures == sink.failures == 3
     assert len(caplog.records) == 3
-    assert all(record.exc_info[0] is ValueError for record in caplog.records)
+    assert all(record.exc_info[0] is contract.InvalidInput for record in caplog.records)
     # Sequences 1 and 2 were used by the failed writes; the stored event keeps its number.
     assert [(seq, kind) for seq, kind, _ in _events(storage, "r")] == [(3, "tool_result")]
     assert storage.get_run("r").status == contract.STATUS_RUNNING

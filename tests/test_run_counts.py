@@ -12,6 +12,7 @@ from django.db import connection, connections, transaction
 
 from runs import contract
 from runs.models import SkillRun, SkillRunCount, SkillRunLog
+from runs.services import purge
 from runs.storage import DjangoStorage
 
 T0 = datetime(2026, 3, 10, 13, 47, 12, 500_000, tzinfo=UTC)
@@ -92,7 +93,7 @@ def test_every_kind_of_write_keeps_the_buckets_exact():
     assert_counts_exact()
     SkillRun.objects.delete_with_logs(["bulk-2", "bulk-3", "contract-2"])
     assert_counts_exact()
-    SkillRun.objects.purge_started_before(T0 - timedelta(hours=30), batch_size=7)
+    purge.purge_started_before(T0 - timedelta(hours=30), batch_size=7)
     assert_counts_exact()
     SkillRun.objects.filter(skill_id="skill-1").delete()
     assert_counts_exact()
@@ -247,7 +248,7 @@ def test_parallel_writers_leave_the_buckets_exact():
 
     writer = threading.Thread(target=write_meanwhile)
     writer.start()
-    SkillRun.objects.purge_started_before(T0 - timedelta(minutes=1000), batch_size=50, workers=2)
+    purge.purge_started_before(T0 - timedelta(minutes=1000), batch_size=50, workers=2)
     writer.join()
 
     assert_counts_exact()

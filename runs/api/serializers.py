@@ -10,7 +10,6 @@ Field names are the contract's (runs/contract.py).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -20,50 +19,11 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_fiel
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from .. import contract
+from .. import contract, jsontext
 
 INT64 = (-(2**63), 2**63 - 1)
-# Deepest JSON value (inputs, payload) the API accepts; 1 is a flat object. Recursive code
-# (cleaning, encoding, the database drivers) must stay far from Python's recursion limit.
-MAX_JSON_DEPTH = 200
-# Deepest stored value the API serves: another writer may have stored deeper ones.
-MAX_SERVED_DEPTH = 400
+MAX_JSON_DEPTH = jsontext.MAX_JSON_DEPTH
 MAX_BATCH_EVENTS = 10_000
-
-
-def json_depth_exceeds(value, limit: int) -> bool:
-    """Whether containers nest deeper than ``limit``: level by level, no recursion."""
-    level = [value] if isinstance(value, dict | list) else []
-    depth = 0
-    containers = (dict, list)
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
-        below = []
-        for item in level:
-            for child in item.values() if isinstance(item, dict) else item:
-                if isinstance(child, containers):
-                    below.append(child)
-        level = below
-    return False
-
-
-def load_stored_json(text: str | None) -> dict | None:
-    """A stored JSON object from its text; None when it cannot be served as one.
-
-    Only data written by another program can be refused here: too deep to parse or to
-    encode again, not an object, or not JSON.
-    """
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except (RecursionError, ValueError):
-        return None
-    if not isinstance(value, dict) or json_depth_exceeds(value, MAX_SERVED_DEPTH):
-        return None
-    return value
 
 
 def iso(value: datetime | None) -> str | None:
@@ -181,7 +141,7 @@ class JSONObjectField(serializers.Field):
             return {}
         if not isinstance(data, dict):
             self.fail("invalid")
-        if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        if jsontext.depth_exceeds(data, MAX_JSON_DEPTH):
             self.fail("depth")
         return data
 
@@ -358,7 +318,7 @@ def _valid_event(data) -> dict | None:
     payload = data.get("payload", {})
     # None stays None, as the field leaves it: the contract stores it as {}.
     if payload is not None and (
-        type(payload) is not dict or json_depth_exceeds(payload, MAX_JSON_DEPTH)
+        type(payload) is not dict or jsontext.depth_exceeds(payload, MAX_JSON_DEPTH)
     ):
         return None
     created_at = data.get("created_at")

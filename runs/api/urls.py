@@ -9,6 +9,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 from .. import converters  # noqa: F401 (registers <runid:>)
+from . import contract_methods
 from . import views as api
 
 app_name = "api"
@@ -22,44 +23,7 @@ urlpatterns = [
     path("runs/<runid:run_id>/tree/", api.RunTreeView.as_view(), name="run-tree"),
     path("runs/<runid:run_id>/", api.RunDetailView.as_view(), name="run"),
     path("skills/last-run/", api.LastRunView.as_view(), name="last-run"),
-    path("contract/initialize/", api.InitializeView.as_view(), name="contract-initialize"),
-    path("contract/get_run/", api.GetRunView.as_view(), name="contract-get-run"),
-    path(
-        "contract/list_runs_by_skill/",
-        api.RunsBySkillView.as_view(),
-        name="contract-list-runs-by-skill",
-    ),
-    path(
-        "contract/list_runs_by_skill_paginated/",
-        api.RunsBySkillPageView.as_view(),
-        name="contract-list-runs-by-skill-paginated",
-    ),
-    path(
-        "contract/count_runs_by_skill/",
-        api.CountBySkillView.as_view(),
-        name="contract-count-runs-by-skill",
-    ),
-    path(
-        "contract/list_runs_by_caller/",
-        api.RunsByCallerView.as_view(),
-        name="contract-list-runs-by-caller",
-    ),
-    path(
-        "contract/list_runs_filtered/",
-        api.RunsFilteredView.as_view(),
-        name="contract-list-runs-filtered",
-    ),
-    path(
-        "contract/count_runs_filtered/",
-        api.CountFilteredView.as_view(),
-        name="contract-count-runs-filtered",
-    ),
-    path(
-        "contract/list_finished_runs_before/",
-        api.FinishedBeforeView.as_view(),
-        name="contract-list-finished-runs-before",
-    ),
-    path("contract/purge_older_than/", api.PurgeView.as_view(), name="contract-purge"),
+    *contract_methods.urls(),
     # JSON by default; YAML for Accept: application/vnd.oai.openapi.
     path(
         "schema/",

@@ -1,11 +1,10 @@
 """The JSON API: runs read with the dashboard's filters, and recorded over HTTP.
 
-Reads go through the managers (the list through the same RunFilterSet as /runs/), writes
-through DjangoStorage so the contract's checks and cleaning apply. Contract errors map to
-HTTP: NotFound 404, Conflict 409, ValueError 400; bad input is always a 4xx, never a 500.
-The /api/contract/<method>/ endpoints are the Storage methods that have no resource of
-their own (offset pages, exact counts, the finished-before sweep, purge): runs.client's
-HttpStorage is built on them and on the resources.
+Reads go through selectors and managers (the list through the same RunFilterSet as
+/runs/), writes through DjangoStorage so the contract's checks and cleaning apply. Contract
+errors map to HTTP: NotFound 404, Conflict 409, InvalidInput 400; any other exception is a
+server error and stays one (a bug must not look like the client's mistake). The
+/api/contract/<method>/ endpoints are in contract_methods.py.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import json
 import math
 import re
 from contextlib import contextmanager
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
@@ -31,7 +29,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import contract, cursors, selectors
+from .. import contract, cursors, jsontext, selectors
 from ..filters import (
     FALSE_VALUES,
     STATUS_CHOICES,
@@ -44,7 +42,7 @@ from ..filters import (
 )
 from ..models import SkillRun, SkillRunLog
 from ..selectors import with_has_children
-from ..storage import DjangoStorage, SchemaMissing, run_from_model
+from ..storage import DjangoStorage
 from . import serializers as s
 from .permissions import VIEW_RUNS
 
@@ -52,8 +50,6 @@ DEFAULT_PAGE_SIZE = contract.DEFAULT_LIMIT
 MAX_PAGE_SIZE = contract.MAX_LIMIT
 DEFAULT_LOG_PAGE = 100
 MAX_LOG_PAGE = 1000
-# Per call to list_finished_runs_before: its limit is a plain cap, possibly huge.
-FINISHED_PAGE = contract.MAX_LIMIT
 # Below Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1000 parameters in all).
 MAX_SKILLS = 500
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
@@ -96,18 +92,19 @@ class Unavailable(exceptions.APIException):
 
 @contextmanager
 def contract_errors():
-    """Storage calls inside answer NotFound with 404, Conflict with 409, ValueError with 400."""
+    """Storage calls inside answer NotFound with 404, Conflict with 409, InvalidInput with
+    400. Other errors (a plain ValueError included) are bugs: they stay 500s."""
     try:
         yield
     except contract.NotFound as exc:
         raise exceptions.NotFound(f"no run {contract.clean_text(str(exc))}") from None
     except contract.Conflict as exc:
         raise ConflictError(contract.clean_text(str(exc))) from None
-    except ValueError as exc:
+    except contract.InvalidInput as exc:
         raise BadInput(contract.clean_text(str(exc))) from None
 
 
-def _message(text: str) -> OpenApiResponse:
+def error_response(text: str) -> OpenApiResponse:
     return OpenApiResponse(s.ErrorSerializer, description=text)
 
 
@@ -115,9 +112,9 @@ BAD_REQUEST = OpenApiResponse(
     OpenApiTypes.OBJECT,
     description="invalid input: {parameter or field: [messages]}, or {detail: message}",
 )
-NOT_LOGGED_IN = _message("no valid token or session")
-FORBIDDEN = _message("missing permission (or CSRF token, for a session)")
-NOT_FOUND = _message("no such run")
+NOT_LOGGED_IN = error_response("no valid token or session")
+FORBIDDEN = error_response("missing permission (or CSRF token, for a session)")
+NOT_FOUND = error_response("no such run")
 # gunicorn itself answers 414 (in HTML) to a request line over 4094 bytes.
 TOO_LONG = OpenApiResponse(description="URL too long for the server (gunicorn: 4094 bytes)")
 READ_ERRORS = {
@@ -128,8 +125,8 @@ READ_ERRORS = {
 }
 WRITE_ERRORS = {
     **READ_ERRORS,
-    413: _message("body too large"),
-    415: _message("the body must be application/json"),
+    413: error_response("body too large"),
+    415: error_response("the body must be application/json"),
 }
 
 
@@ -238,7 +235,7 @@ def next_url(request, **changes) -> str:
 
 def run_path(run_id: str) -> str:
     """The URL path of a run: every character quoted, dots too (no dot segments)."""
-    return "/api/runs/" + quote(run_id, safe="").replace(".", "%2E") + "/"
+    return "/api/runs/" + contract.run_id_segment(run_id) + "/"
 
 
 # --- reading runs ------------------------------------------------------------------------
@@ -247,7 +244,7 @@ def run_path(run_id: str) -> str:
 def with_inputs(rows):
     """Rows from with_inputs_text() with ``inputs`` parsed under a depth guard."""
     for row in rows:
-        row.inputs = s.load_stored_json(row.inputs_text)
+        row.inputs = jsontext.load_object(row.inputs_text)
     return rows
 
 
@@ -355,7 +352,7 @@ class RunListView(ApiView):
         description="Stored with status `running` and no finished_at; started_at defaults "
         "to now. 409 when the id is taken (nothing changes).",
         request=s.RunStartSerializer,
-        responses={201: s.RunSerializer, 409: _message("the run id exists"), **WRITE_ERRORS},
+        responses={201: s.RunSerializer, 409: error_response("the run id exists"), **WRITE_ERRORS},
     )
     def post(self, request):
         body = s.RunStartSerializer(data=request.data)
@@ -420,7 +417,7 @@ class RunLogsView(ApiView):
         )
         more, rows = len(rows) > limit, rows[:limit]
         for row in rows:
-            row.payload = s.load_stored_json(row.payload_text)
+            row.payload = jsontext.load_object(row.payload_text)
         next_after = rows[-1].sequence if more else None
         return Response(
             {
@@ -444,7 +441,7 @@ class RunLogsView(ApiView):
         responses={
             201: s.AppendedSerializer,
             404: NOT_FOUND,
-            409: _message("a sequence is already stored for this run, or repeated"),
+            409: error_response("a sequence is already stored for this run, or repeated"),
             **WRITE_ERRORS,
         },
     )
@@ -603,238 +600,3 @@ class LastRunView(ApiView):
         with contract_errors():
             latest = self.storage.last_run_by_skills(skills, include_failed)
         return Response(s.LastRunSerializer({"last_run": latest}).data)
-
-
-# --- the Storage contract over HTTP ------------------------------------------------------
-
-
-class ContractView(ApiView):
-    """POST /api/contract/<method>/: one Storage method, its arguments as a JSON object.
-
-    POST, although most of them read: arguments are JSON values of any size (ids with any
-    character, integers beyond 64 bits, exact booleans) rather than a query string.
-    """
-
-    required_permissions = {method: [VIEW_RUNS] for method in (*READ_METHODS, "POST")}
-    request_serializer: type[s.StrictSerializer]
-
-    def post(self, request):
-        body = self.request_serializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        with contract_errors():
-            return Response(self.call(body.validated_data))
-
-    def call(self, data: dict):
-        raise NotImplementedError
-
-
-def contract_schema(method: str, request, response, summary: str, description="", errors=None):
-    return extend_schema(
-        operation_id=f"contract_{method}",
-        summary=summary,
-        description=description,
-        request=request,
-        responses={200: response, **WRITE_ERRORS, **(errors or {})},
-    )
-
-
-def runs(rows) -> dict:
-    return {"runs": s.RunSerializer(rows, many=True).data}
-
-
-class InitializeView(ContractView):
-    request_serializer = s.EmptyRequest
-
-    @contract_schema(
-        "initialize",
-        s.EmptyRequest,
-        s.InitializeResponse,
-        "Check that the audit tables exist (initialize)",
-        errors={503: _message("the tables are missing: run manage.py migrate")},
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        try:
-            self.storage.initialize()
-        except SchemaMissing as exc:
-            raise Unavailable(str(exc)) from None
-        return {"ok": True}
-
-
-class GetRunView(ContractView):
-    """get_run by an id in the body: exact for ids a URL path cannot tell apart."""
-
-    request_serializer = s.GetRunRequest
-
-    @contract_schema(
-        "get_run",
-        s.GetRunRequest,
-        s.RunSerializer,
-        "One run by id (get_run)",
-        errors={404: NOT_FOUND},
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return s.RunSerializer(self.storage.get_run(data["id"])).data
-
-
-class RunsBySkillView(ContractView):
-    request_serializer = s.RunsBySkillRequest
-
-    @contract_schema(
-        "list_runs_by_skill",
-        s.RunsBySkillRequest,
-        s.RunsResponse,
-        "A skill's newest runs without dry runs (list_runs_by_skill)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return runs(self.storage.list_runs_by_skill(data["skill_id"], data["limit"]))
-
-
-class RunsBySkillPageView(ContractView):
-    request_serializer = s.RunsBySkillPageRequest
-
-    @contract_schema(
-        "list_runs_by_skill_paginated",
-        s.RunsBySkillPageRequest,
-        s.RunsResponse,
-        "A page of a skill's runs, newest first (list_runs_by_skill_paginated)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return runs(
-            self.storage.list_runs_by_skill_paginated(
-                data["skill_id"], data["offset"], data["limit"], data["include_dry_run"]
-            )
-        )
-
-
-class CountBySkillView(ContractView):
-    request_serializer = s.CountBySkillRequest
-
-    @contract_schema(
-        "count_runs_by_skill",
-        s.CountBySkillRequest,
-        s.CountResponse,
-        "How many runs a skill has (count_runs_by_skill)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        count = self.storage.count_runs_by_skill(data["skill_id"], data["include_dry_run"])
-        return {"count": count}
-
-
-class RunsByCallerView(ContractView):
-    request_serializer = s.RunsByCallerRequest
-
-    @contract_schema(
-        "list_runs_by_caller",
-        s.RunsByCallerRequest,
-        s.RunsResponse,
-        "A caller's newest runs without dry runs (list_runs_by_caller)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return runs(self.storage.list_runs_by_caller(data["caller_id"], data["limit"]))
-
-
-def _run_filter(data) -> contract.RunFilter:
-    return contract.RunFilter(**data.get("filter", {}))
-
-
-class RunsFilteredView(ContractView):
-    request_serializer = s.RunsFilteredRequest
-
-    @contract_schema(
-        "list_runs_filtered",
-        s.RunsFilteredRequest,
-        s.RunsResponse,
-        "Runs matching a RunFilter, newest first, by offset (list_runs_filtered)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return runs(
-            self.storage.list_runs_filtered(_run_filter(data), data["offset"], data["limit"])
-        )
-
-
-class CountFilteredView(ContractView):
-    request_serializer = s.CountFilteredRequest
-
-    @contract_schema(
-        "count_runs_filtered",
-        s.CountFilteredRequest,
-        s.CountResponse,
-        "How many runs match a RunFilter (count_runs_filtered)",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return {"count": self.storage.count_runs_filtered(_run_filter(data))}
-
-
-class FinishedBeforeView(ContractView):
-    request_serializer = s.FinishedBeforeRequest
-
-    @contract_schema(
-        "list_finished_runs_before",
-        s.FinishedBeforeRequest,
-        s.FinishedRunsResponse,
-        "Runs finished before a cutoff, oldest finished first (list_finished_runs_before)",
-        description=f"At most {FINISHED_PAGE} runs per call: when `limit` asks for more "
-        "and more are stored, `next` says where to continue.",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        limit = data["limit"]
-        if limit <= 0:
-            return {"runs": [], "next": None}
-        page = min(limit, FINISHED_PAGE)
-        finished = SkillRun.objects.finished_before(data["cutoff"])
-        after = data["after"]
-        if after is not None:
-            finished = finished.finished_later_than(
-                after["finished_at"], contract.clean_id(after["id"])
-            )
-        rows = with_inputs(list(finished.with_inputs_text()[:page]))
-        rows = [run_from_model(row) for row in rows]
-        more = len(rows) == page and limit > page
-        position = {"finished_at": s.iso(rows[-1].finished_at), "id": rows[-1].id} if more else None
-        return {**runs(rows), "next": position}
-
-
-class PurgeView(ContractView):
-    request_serializer = s.PurgeRequest
-    required_permissions = {"POST": ["runs.delete_skillrun", "runs.delete_skillrunlog"]}
-
-    @contract_schema(
-        "purge_older_than",
-        s.PurgeRequest,
-        s.PurgeResponse,
-        "Delete runs started before t, with their events (purge_older_than)",
-        description="Needs the delete permissions. Deletes in batches; for big purges "
-        "prefer `manage.py purge_runs`.",
-    )
-    def post(self, request):
-        return super().post(request)
-
-    def call(self, data):
-        return {"deleted": self.storage.purge_older_than(data["t"])}

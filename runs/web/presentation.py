@@ -5,10 +5,10 @@ Nothing here marks text safe: templates escape every value this module returns.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import jsontext
 from ..selectors import TreeNode
 
 # Payloads up to this many characters are loaded and pretty-printed; bigger ones show a
@@ -16,24 +16,6 @@ from ..selectors import TreeNode
 PRETTY_PAYLOAD_MAX_CHARS = 64_000
 # JSON longer than this many lines is folded.
 FOLD_LINES = 24
-
-
-def pretty_json(value) -> str | None:
-    """Indented JSON, or None when it is too deeply nested to print."""
-    try:
-        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
-    except (RecursionError, ValueError, TypeError):
-        return None
-
-
-def pretty_json_text(text: str | None) -> tuple[str | None, str]:
-    """(pretty text or None, the raw text) for JSON read as text from the database."""
-    if text is None:
-        return None, ""
-    try:
-        return pretty_json(json.loads(text)), text
-    except (RecursionError, ValueError):
-        return None, text
 
 
 def is_long(text: str | None) -> bool:
@@ -101,7 +83,7 @@ def build_timeline(rows, payloads: dict, run_started: datetime, run_length: floa
         )
         if row.sequence in payloads:
             payload = payloads[row.sequence]
-            event.pretty = pretty_json(payload)
+            event.pretty = jsontext.pretty(payload)
             if event.pretty is None:
                 event.preview = row.payload_preview
                 event.too_big = True

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import contract, cursors, selectors
+from .. import contract, cursors, jsontext, selectors
 from ..filters import RunFilterSet, parameter_problems, stale_after
 from ..models import SkillRun, SkillRunCount, SkillRunLog
 from . import presentation
@@ -131,7 +131,7 @@ def run_detail(request, run_id):
     run = selectors.run_with_text_heads(run_id)
     if run is None:
         raise Http404("No run with that id.")
-    inputs_pretty, inputs_raw = presentation.pretty_json_text(run.inputs_text)
+    inputs_pretty, inputs_raw = jsontext.pretty_text(run.inputs_text)
     chain = SkillRun.objects.parent_chain(run.id, summaries=True)
     children_qs = SkillRun.objects.children_of(run.id)
     children = list(children_qs.oldest_first().summaries()[: CHILDREN_SHOWN + 1])

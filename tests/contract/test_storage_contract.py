@@ -1,4 +1,4 @@
-"""The storage conformance suite: every Storage method and every rule of DESIGN.md "Semantics".
+"""The storage conformance suite: every Storage method and every rule of runs/contract.py.
 
 It runs once per implementation that the `storage` fixture (tests/conftest.py) yields and
 uses nothing but the contract, so a new implementation joins by becoming a fixture param.

@@ -7,7 +7,7 @@
     manage.py purge_runs --noinput            # for cron
     manage.py purge_runs --workers 2          # PostgreSQL: purge on 2 connections at once
 
-The deleting is SkillRunManager.purge_started_before, the code behind the contract's
+The deleting is runs.services.purge.purge_started_before, the code behind the contract's
 purge_older_than: batches of runs, one transaction each, so a kill at any moment leaves
 whole runs (never logs without their run) and running the command again finishes the job.
 With --workers N (PostgreSQL) the runs are split into N started_at ranges purged at once.
@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from runs import contract
 from runs.durations import parse_duration
 from runs.models import SkillRun
+from runs.services import purge
 
 DEFAULT_BATCH_SIZE = 2000
 # SQLite allows 32,766 parameters in one statement; a batch's ids are one IN list.
@@ -96,7 +97,7 @@ class Command(BaseCommand):
         if not 1 <= workers <= MAX_WORKERS:
             raise CommandError(f"--workers must be between 1 and {MAX_WORKERS}")
         try:
-            SkillRun.objects.check_purge_workers(workers)
+            purge.check_workers(workers)
         except ValueError as exc:
             raise CommandError(f"--workers {workers}: {exc}. Leave it at 1.") from None
         when = f"started before {cutoff.isoformat()} ({described})"
@@ -208,7 +209,7 @@ class Command(BaseCommand):
             progress(runs, logs)
 
         try:
-            runs, logs = SkillRun.objects.purge_started_before(
+            runs, logs = purge.purge_started_before(
                 cutoff, batch_size=batch_size, on_batch=on_batch, workers=workers
             )
         except KeyboardInterrupt:
