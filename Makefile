@@ -5,7 +5,7 @@ PYTHON ?= python3
 # The generated key lives in var/ so sessions survive restarts; SECRET_KEY overrides it.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 
-.PHONY: install run serve demo test test-fast lint browser bench clean
+.PHONY: install run test lint browser bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

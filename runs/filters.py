@@ -31,18 +31,30 @@ TRUE_VALUES = {"1", "true", "on", "yes"}
 FALSE_VALUES = {"", "0", "false", "off", "no"}
 
 
+def parse_bool(value: str | None) -> bool:
+    """A query-string flag: 1/true/on/yes or 0/false/off/no (absent or empty = no).
+
+    ValueError for anything else: a misspelt "ture" read as "no" would silently change
+    what a page or an API answer shows. Every face reads its flags through this.
+    """
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in TRUE_VALUES:
+        return True
+    if text in FALSE_VALUES:
+        return False
+    raise ValueError("must be 1 or 0 (or true/false)")
+
+
 class StrictBooleanField(forms.Field):
-    """1/true/on/yes or 0/false/off/no (empty = no); anything else is an error."""
+    """A form field over parse_bool."""
 
     def to_python(self, value):
-        if value is None:
-            return False
-        text = str(value).strip().lower()
-        if text in TRUE_VALUES:
-            return True
-        if text in FALSE_VALUES:
-            return False
-        raise ValidationError("must be 1 or 0 (or true/false)", code="invalid")
+        try:
+            return parse_bool(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
 
 
 class IsoDateTimeField(forms.Field):

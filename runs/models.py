@@ -18,13 +18,6 @@ class Status(models.TextChoices):
     LANE_BUSY = contract.STATUS_LANE_BUSY, "lane busy"
 
 
-class EventType(models.TextChoices):
-    STEP = contract.EVENT_STEP, "step"
-    TOOL_CALL = contract.EVENT_TOOL_CALL, "tool call"
-    TOOL_RESULT = contract.EVENT_TOOL_RESULT, "tool result"
-    ERROR = contract.EVENT_ERROR, "error"
-
-
 class SkillRun(models.Model):
     id = models.CharField(primary_key=True, max_length=contract.ID_MAX_LENGTH)
     skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)

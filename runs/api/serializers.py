@@ -90,7 +90,9 @@ class FiniteFloatField(serializers.FloatField):
         return value
 
 
-class StrictBooleanField(serializers.BooleanField):
+class JSONBooleanField(serializers.BooleanField):
+    """A JSON true or false in a request body: no "1", "yes" or 0 (unlike query flags)."""
+
     default_error_messages = {"invalid": "must be true or false"}
 
     def to_internal_value(self, data):
@@ -429,8 +431,8 @@ class RunFilterSerializer(StrictSerializer):
     skill_id = text()
     caller_id = text()
     channel_id = text()
-    top_level_only = StrictBooleanField(required=False, default=False)
-    include_dry_run = StrictBooleanField(required=False, default=False)
+    top_level_only = JSONBooleanField(required=False, default=False)
+    include_dry_run = JSONBooleanField(required=False, default=False)
     since = AwareDateTimeField(required=False, allow_null=True, default=None)
     until = AwareDateTimeField(required=False, allow_null=True, default=None)
 
@@ -457,12 +459,12 @@ class RunsBySkillPageRequest(StrictSerializer):
     skill_id = text(required=True)
     offset = limit_field(default=0)
     limit = limit_field(default=contract.DEFAULT_LIMIT)
-    include_dry_run = StrictBooleanField(required=False, default=False)
+    include_dry_run = JSONBooleanField(required=False, default=False)
 
 
 class CountBySkillRequest(StrictSerializer):
     skill_id = text(required=True)
-    include_dry_run = StrictBooleanField(required=False, default=False)
+    include_dry_run = JSONBooleanField(required=False, default=False)
 
 
 class RunsByCallerRequest(StrictSerializer):

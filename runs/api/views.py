@@ -31,14 +31,13 @@ from rest_framework.views import APIView
 
 from .. import contract, cursors, jsontext, selectors
 from ..filters import (
-    FALSE_VALUES,
     STATUS_CHOICES,
-    TRUE_VALUES,
     IdFilter,
     IsoDateTimeFilter,
     RunFilterSet,
     StrictBooleanFilter,
     parameter_problems,
+    parse_bool,
 )
 from ..models import SkillRun, SkillRunLog
 from ..selectors import with_has_children
@@ -205,15 +204,10 @@ def int_param(request, name: str, default, low: int, high: int):
 
 
 def bool_param(request, name: str) -> bool:
-    raw = request.GET.get(name)
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in TRUE_VALUES:
-        return True
-    if value in FALSE_VALUES:
-        return False
-    raise exceptions.ValidationError({name: ["must be 1 or 0 (or true/false)"]})
+    try:
+        return parse_bool(request.GET.get(name))
+    except ValueError as exc:
+        raise exceptions.ValidationError({name: [str(exc)]}) from None
 
 
 def cursor_param(request, name: str = "cursor"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import jsontext
+from .. import contract, jsontext
 from ..selectors import TreeNode
 
 # Payloads up to this many characters are loaded and pretty-printed; bigger ones show a
@@ -95,9 +95,9 @@ def build_timeline(rows, payloads: dict, run_started: datetime, run_length: floa
             event.too_big = True
             event.tool = getattr(row, "payload_tool", None) or ""
             event.call_id = getattr(row, "payload_call_id", None) or ""
-        if event.event_type == "tool_call":
+        if event.event_type == contract.EVENT_TOOL_CALL:
             open_calls.append(event)
-        elif event.event_type == "tool_result":
+        elif event.event_type == contract.EVENT_TOOL_RESULT:
             call = _match_call(open_calls, event)
             if call is not None:
                 open_calls.remove(call)
@@ -106,7 +106,7 @@ def build_timeline(rows, payloads: dict, run_started: datetime, run_length: floa
                 call.pair_seconds = event.pair_seconds = seconds
         events.append(event)
     for index, event in enumerate(events):
-        if event.pair_seconds is not None and event.event_type == "tool_call":
+        if event.pair_seconds is not None and event.event_type == contract.EVENT_TOOL_CALL:
             length = event.pair_seconds
         elif index + 1 < len(events):
             length = (events[index + 1].created_at - event.created_at).total_seconds()

@@ -17,6 +17,8 @@ from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from .. import contract
+
 # What django.urls.reverse leaves unquoted in a path (RFC 3986 sub-delims and /~:@).
 _PATH_SAFE = "/~:@!$&'()*+,;="
 _PLACEHOLDER = "RUNID"
@@ -59,17 +61,19 @@ def size(value) -> str:
 
 def status_class(status: str) -> str:
     """A CSS class for a status badge; unknown statuses get a neutral one."""
-    known = {
-        "ok": "ok",
-        "running": "running",
-        "error": "bad",
-        "timeout": "bad",
-        "budget_exceeded": "warn",
-        "dry_run": "muted",
-        "preempted": "warn",
-        "lane_busy": "warn",
-    }
-    return known.get(status, "muted")
+    return _STATUS_CLASSES.get(status, "muted")
+
+
+_STATUS_CLASSES = {
+    contract.STATUS_OK: "ok",
+    contract.STATUS_RUNNING: "running",
+    contract.STATUS_ERROR: "bad",
+    contract.STATUS_TIMEOUT: "bad",
+    contract.STATUS_BUDGET_EXCEEDED: "warn",
+    contract.STATUS_DRY_RUN: "muted",
+    contract.STATUS_PREEMPTED: "warn",
+    contract.STATUS_LANE_BUSY: "warn",
+}
 
 
 def admin_pk(value: str) -> str:
@@ -101,7 +105,7 @@ def _when(value: datetime | None, empty: str = "—") -> str:
         return esc(empty)
     utc = value.astimezone(UTC)
     exact = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f'<time datetime="{utc.isoformat()}" title="{exact}">{exact}</time>'
+    return f'<time datetime="{esc(utc.isoformat())}" title="{esc(exact)}">{esc(exact)}</time>'
 
 
 def when(value: datetime | None, empty: str = "—") -> SafeString:
@@ -112,7 +116,8 @@ def when(value: datetime | None, empty: str = "—") -> SafeString:
 def _badge(status: str, stale: bool = False) -> str:
     extra, word = (" stale", "stale ") if stale else ("", "")
     return (
-        f'<span class="badge {status_class(status)}{extra}">{word}{esc(status or "(none)")}</span>'
+        f'<span class="badge {esc(status_class(status))}{extra}">{word}'
+        f'{esc(status or "(none)")}</span>'
     )
 
 
@@ -161,7 +166,7 @@ class FilterLinks:
             return ""
         found = self._anchors.get((key, value, title))
         if found is None:
-            found = f'<a href="{esc(self(key, value))}" title="{title}">{esc(value)}</a>'
+            found = f'<a href="{esc(self(key, value))}" title="{esc(title)}">{esc(value)}</a>'
             self._anchors[(key, value, title)] = found
         return found
 
@@ -183,7 +188,7 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
     link = FilterLinks(query_params)
     rows = []
     for run in runs:
-        stale = run.status == "running" and run.started_at < stale_before
+        stale = run.status == contract.STATUS_RUNNING and run.started_at < stale_before
         marks = NESTED_MARK if run.parent_run_id else ""
         if run.has_children:
             marks += (
@@ -204,7 +209,7 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             "</td>"
             f'<td class="num">{_duration(run)}</td>'
             f'<td class="num">{count(run.tool_calls_count)}</td>'
-            f'<td class="num tokens">{tokens(run)}</td>'
+            f'<td class="num tokens">{esc(tokens(run))}</td>'
             f'<td class="preview"><span class="clamp{" err" if run.error_preview else ""}">'
             f"{esc(preview or '')}</span></td>"
             "</tr>\n"
@@ -241,7 +246,7 @@ def tree_items(nodes, current_id: str) -> SafeString:
             f'<span class="node">{_badge(run.status)} '
             f'<a href="{esc(urls("run_detail", run.id))}" class="id"'
             f"{CURRENT if current else ''}>{esc(run.skill_id)}</a> "
-            f'<span class="muted">{took} · {tokens(run, "/")} tok{sub_runs}</span>'
+            f'<span class="muted">{took} · {esc(tokens(run, "/"))} tok{sub_runs}</span>'
             f"{_bar(node.bar)}</span>"
         )
         opening = '<li class="current">' if current else "<li>"
@@ -260,7 +265,7 @@ def timeline_items(events, run_id: str) -> SafeString:
 
 
 def _event(e, raw_prefix: str) -> str:
-    if e.paired_with and e.event_type == "tool_call":
+    if e.paired_with and e.event_type == contract.EVENT_TOOL_CALL:
         pair = (
             f' <a href="#event-{int(e.paired_with)}" class="pair">result #{int(e.paired_with)}'
             f" after {esc(seconds(e.pair_seconds))}</a>"
@@ -270,7 +275,7 @@ def _event(e, raw_prefix: str) -> str:
             f' <a href="#event-{int(e.paired_with)}" class="pair">'
             f"result of call #{int(e.paired_with)}</a>"
         )
-    elif e.event_type == "tool_call":
+    elif e.event_type == contract.EVENT_TOOL_CALL:
         pair = ' <span class="muted pair">no result on this page</span>'
     else:
         pair = ""
@@ -287,7 +292,7 @@ def _event(e, raw_prefix: str) -> str:
             f"{esc(size(e.payload_size))}</summary><pre>{esc(e.pretty)}</pre></details>"
         )
     tool = f' <span class="id tool">{esc(e.tool)}</span>' if e.tool else ""
-    warn = "⚠ " if e.event_type == "error" else ""
+    warn = "⚠ " if e.event_type == contract.EVENT_ERROR else ""
     return (
         f'<li class="event {esc(e.event_type)}" id="event-{int(e.sequence)}">'
         f'<div class="event-head"><span class="seq">#{int(e.sequence)}</span>'

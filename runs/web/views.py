@@ -166,6 +166,7 @@ def run_detail(request, run_id):
         "events_after": events_after,
         "next_events_after": rows[-1].sequence if more_events else None,
         "run_length": length,
+        "stale_after_minutes": settings.SKILLAUDIT_STALE_AFTER_MINUTES,
         "is_stale": run.status == contract.STATUS_RUNNING
         and run.started_at < timezone.now() - stale_after(),
     }
