@@ -58,6 +58,24 @@ EVENT_ERROR = "error"
 EVENT_TYPES = (EVENT_STEP, EVENT_TOOL_CALL, EVENT_TOOL_RESULT, EVENT_ERROR)
 
 
+# A tool_result event whose payload carries this key set to JSON true records a failed
+# tool call (the recorder's tool_result(is_error=True), OTLP ingest's failed tool spans).
+# Every face and every roll-up (database triggers included) uses this one rule.
+TOOL_ERROR_KEY = "is_error"
+
+
+def tool_result_failed(event_type: str, payload: Any) -> bool:
+    """Whether an event is a failed tool result (see TOOL_ERROR_KEY)."""
+    return (
+        event_type == EVENT_TOOL_RESULT
+        and isinstance(payload, dict)
+        and payload.get(TOOL_ERROR_KEY) is True
+    )
+
+
+FAILED_STATUSES = (STATUS_ERROR, STATUS_TIMEOUT, STATUS_BUDGET_EXCEEDED)
+
+
 class NotFound(LookupError):
     """A run lookup failed (Go: ErrNotFound)."""
 
