@@ -9,7 +9,7 @@ statement at all (the skills page's counts, the rebuild of the run counts).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connections, models, transaction
@@ -672,3 +672,201 @@ def _ceil(t: datetime, unit: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     rest = (t - epoch) % unit
     return t if not rest else t + (unit - rest)
+
+
+class OtlpTraceManager(models.Manager):
+    """The storage of traces received over OTLP: their spans and the runs derived from them.
+
+    ``store`` replaces, in one transaction, everything a set of traces produced before by
+    what their spans (those stored plus those just received) produce now. Traces are
+    locked first (PostgreSQL: an advisory lock per trace, taken in key order; SQLite: the
+    IMMEDIATE transaction's write lock), so two requests carrying spans of one trace never
+    derive it from half of its spans each.
+    """
+
+    def store(
+        self,
+        received: dict[str, dict[str, bytes]],
+        derive: Callable[[str, dict[str, bytes]], tuple[list, list]],
+    ) -> None:
+        """``received``: {trace id: {span id: serialized span}}. ``derive(trace_id,
+        stored)`` gets the trace's previously stored spans ({span id: bytes}) and returns
+        (contract.SkillRun list, contract.SkillRunLog list) for the whole trace.
+
+        Rows are written with COPY on PostgreSQL (about three times faster than INSERT for
+        a batch: see SkillRunLogManager._copy) and bulk_create on SQLite.
+        """
+        if not received:
+            return
+        connection = connections[self.db]
+        spans_model = self.model._meta.apps.get_model("runs", "OtlpSpan")
+        runs_model = self.model._meta.apps.get_model("runs", "SkillRun")
+        logs_model = runs_model.logs.field.model
+        trace_ids = sorted(received)
+        postgres = connection.vendor == "postgresql"
+        with transaction.atomic(using=self.db):
+            with connection.cursor() as cursor:
+                if postgres:
+                    # Signed 64-bit keys from the trace ids, locked in one statement in
+                    # key order: two requests sharing traces cannot deadlock.
+                    keys = sorted({int(t[:16], 16) - 2**63 for t in trace_ids})
+                    cursor.execute(
+                        "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k", [keys]
+                    )
+            known = dict(
+                self.filter(pk__in=trace_ids).values_list("trace_id", "run_ids").iterator()
+            )
+            stored: dict[str, dict[str, bytes]] = {t: {} for t in known}
+            if known:
+                rows = (
+                    spans_model.objects.db_manager(self.db)
+                    .filter(trace_id__in=list(known))
+                    .values_list("trace_id", "span_id", "data")
+                )
+                for trace_id, span_id, data in rows.iterator():
+                    stored[trace_id][span_id] = bytes(data)
+            new_runs: list = []
+            new_logs: list = []
+            run_ids: dict[str, list[str]] = {}
+            for trace_id in trace_ids:
+                runs, logs = derive(trace_id, stored.get(trace_id, {}))
+                new_runs.extend(runs)
+                new_logs.extend(logs)
+                run_ids[trace_id] = [run.id for run in runs]
+            old_runs = [run_id for ids in known.values() for run_id in ids]
+            with connection.cursor() as cursor:
+                if old_runs:
+                    self._delete_runs(cursor, old_runs, runs_model, logs_model)
+                if known:
+                    spans_model.objects.db_manager(self.db).filter(
+                        trace_id__in=list(known)
+                    )._raw_delete(self.db)
+                    self.filter(pk__in=list(known))._raw_delete(self.db)
+            span_rows = []
+            for trace_id in trace_ids:
+                merged = stored.get(trace_id, {})
+                merged.update(received[trace_id])
+                span_rows.extend((trace_id, span_id, data) for span_id, data in merged.items())
+            now = datetime.now(UTC)
+            trace_rows = [(trace_id, run_ids[trace_id], now) for trace_id in trace_ids]
+            if postgres:
+                self._copy_all(span_rows, new_runs, new_logs, trace_rows, runs_model, logs_model)
+            else:
+                spans_model.objects.db_manager(self.db).bulk_create(
+                    [spans_model(trace_id=t, span_id=s, data=d) for t, s, d in span_rows],
+                    batch_size=500,
+                )
+                runs_model.objects.db_manager(self.db).bulk_create(
+                    [runs_model(**dataclass_fields(run)) for run in new_runs], batch_size=500
+                )
+                logs_model.objects.db_manager(self.db).bulk_create(
+                    [
+                        logs_model(
+                            run_id=log.run_id,
+                            sequence=log.sequence,
+                            event_type=log.event_type,
+                            payload=log.payload,
+                            created_at=log.created_at,
+                        )
+                        for log in new_logs
+                    ],
+                    batch_size=500,
+                )
+                self.bulk_create(
+                    [self.model(trace_id=t, run_ids=r, updated_at=u) for t, r, u in trace_rows]
+                )
+
+    def _delete_runs(self, cursor, run_ids, runs_model, logs_model) -> None:
+        connection = connections[self.db]
+        runs_table = connection.ops.quote_name(runs_model._meta.db_table)
+        logs_table = connection.ops.quote_name(logs_model._meta.db_table)
+        if connection.vendor == "postgresql":
+            cursor.execute(f"DELETE FROM {logs_table} WHERE run_id = ANY(%s)", [run_ids])
+            cursor.execute(f"DELETE FROM {runs_table} WHERE id = ANY(%s)", [run_ids])
+            return
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"DELETE FROM {logs_table} WHERE run_id IN ({marks})", chunk)
+            cursor.execute(f"DELETE FROM {runs_table} WHERE id IN ({marks})", chunk)
+
+    def _copy_all(self, span_rows, runs, logs, trace_rows, runs_model, logs_model) -> None:
+        connection = connections[self.db]
+        quote = connection.ops.quote_name
+        spans_table = quote(self.model._meta.apps.get_model("runs", "OtlpSpan")._meta.db_table)
+        dumps = json.dumps
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            raw = cursor.cursor
+            with raw.copy(f"COPY {spans_table} (trace_id, span_id, data) FROM STDIN") as copy:
+                for row in span_rows:
+                    copy.write_row(row)
+            if runs:
+                columns = ", ".join(OTLP_RUN_COLUMNS)
+                sql = f"COPY {quote(runs_model._meta.db_table)} ({columns}) FROM STDIN"
+                with raw.copy(sql) as copy:
+                    for run in runs:
+                        copy.write_row(
+                            (
+                                run.id,
+                                run.skill_id,
+                                run.caller_id,
+                                run.channel_id,
+                                dumps(run.inputs),
+                                run.started_at,
+                                run.finished_at,
+                                run.status,
+                                run.output,
+                                run.error,
+                                run.tool_calls_count,
+                                run.runtime_seconds,
+                                run.parent_run_id,
+                                run.total_input_tokens,
+                                run.total_output_tokens,
+                                run.total_thinking_tokens,
+                            )
+                        )
+            if logs:
+                sql = (
+                    f"COPY {quote(logs_model._meta.db_table)} "
+                    "(run_id, sequence, event_type, payload, created_at) FROM STDIN"
+                )
+                with raw.copy(sql) as copy:
+                    for log in logs:
+                        copy.write_row(
+                            (
+                                log.run_id,
+                                log.sequence,
+                                log.event_type,
+                                dumps(log.payload),
+                                log.created_at,
+                            )
+                        )
+            table = quote(self.model._meta.db_table)
+            sql = f"COPY {table} (trace_id, run_ids, updated_at) FROM STDIN"
+            with raw.copy(sql) as copy:
+                for trace_id, ids, updated in trace_rows:
+                    copy.write_row((trace_id, dumps(ids), updated))
+
+
+OTLP_RUN_COLUMNS = (
+    "id",
+    "skill_id",
+    "caller_id",
+    "channel_id",
+    "inputs",
+    "started_at",
+    "finished_at",
+    "status",
+    "output",
+    "error",
+    "tool_calls_count",
+    "runtime_seconds",
+    "parent_run_id",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_thinking_tokens",
+)
+
+
+def dataclass_fields(run) -> dict:
+    return {name: getattr(run, name) for name in OTLP_RUN_COLUMNS}

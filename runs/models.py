@@ -4,7 +4,12 @@ from django.db import models
 from django.db.models import Q
 
 from . import contract, lookups  # noqa: F401  (registers CharField __is_empty)
-from .managers import SkillRunCountManager, SkillRunLogManager, SkillRunManager
+from .managers import (
+    OtlpTraceManager,
+    SkillRunCountManager,
+    SkillRunLogManager,
+    SkillRunManager,
+)
 
 
 class Status(models.TextChoices):
@@ -162,3 +167,44 @@ class SkillRunCount(models.Model):
 
     def __str__(self):
         return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.status}"
+
+
+class OtlpTrace(models.Model):
+    """A trace received over OTLP (POST /v1/traces) and the runs derived from it.
+
+    ``run_ids`` are the skill_runs rows the trace's spans produced last time: when more
+    spans of the trace arrive, those rows are replaced by the ones derived from all of its
+    spans (runs.services.otlp).
+    """
+
+    trace_id = models.CharField(primary_key=True, max_length=32)
+    run_ids = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField()
+
+    objects = OtlpTraceManager()
+
+    class Meta:
+        db_table = "otlp_traces"
+
+    def __str__(self):
+        return self.trace_id
+
+
+class OtlpSpan(models.Model):
+    """One received span, as the exporter sent it (a serialized opentelemetry-proto Span),
+    kept so that a trace can be re-derived whole when more of it arrives."""
+
+    id = models.BigAutoField(primary_key=True)
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    data = models.BinaryField()
+
+    class Meta:
+        db_table = "otlp_spans"
+        # Also the index of the per-trace reads (trace_id is its first column).
+        constraints = [
+            models.UniqueConstraint(fields=["trace_id", "span_id"], name="otlp_spans_trace_span")
+        ]
+
+    def __str__(self):
+        return f"{self.trace_id}/{self.span_id}"
