@@ -28,9 +28,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import contract, jsontext
+from . import contract, formats, jsontext
 from .models import SkillRun, SkillRunLog
-from .web import rendering
 
 # Rows a list counts before it says "more than"; deep pages stay reachable up to here.
 COUNT_CAP = 10_000
@@ -349,7 +348,7 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
     def duration(self, run):
         if run.finished_at is None:
             return "-"
-        return rendering.seconds(
+        return formats.seconds(
             run.runtime_seconds or (run.finished_at - run.started_at).total_seconds()
         )
 
