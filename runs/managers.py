@@ -870,3 +870,190 @@ OTLP_RUN_COLUMNS = (
 
 def dataclass_fields(run) -> dict:
     return {name: getattr(run, name) for name in OTLP_RUN_COLUMNS}
+
+
+# --- export and import (issue 19: runs.services.export and runs.services.importer) --------
+
+# Every column of a run but inputs (read as JSON text beside them), in export order.
+TRANSFER_RUN_FIELDS = (
+    "id",
+    "skill_id",
+    "caller_id",
+    "channel_id",
+    "parent_run_id",
+    "status",
+    "started_at",
+    "finished_at",
+    "runtime_seconds",
+    "tool_calls_count",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_thinking_tokens",
+    "output",
+    "error",
+)
+# The CSV's columns: the list's summary, with the output and error cut to previews.
+TRANSFER_SUMMARY_FIELDS = TRANSFER_RUN_FIELDS[:-2]
+# SQLite refuses statements with more than 32,766 parameters; IN lists stay far below.
+TRANSFER_IN_CHUNK = 2000
+
+
+class RunTransfer:
+    """The reads and writes behind export and import, on the database ``using``.
+
+    Reads stream in keyset batches (each one short index range scan in list order), not
+    through one cursor: on PostgreSQL a server-side cursor outside a transaction is WITH
+    HOLD, so the server materialises the whole result first, and one statement reading 1M
+    runs would outlive statement_timeout. Memory stays one batch whatever the size.
+    Writes are plain INSERTs (COPY for events on PostgreSQL) and UPDATEs of skill_runs, so
+    the run-count triggers keep skill_run_counts exact; a batch is one transaction.
+    """
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+
+    @property
+    def _runs(self):
+        return self._run_model().objects.db_manager(self.using)
+
+    @property
+    def _logs(self):
+        return self._run_model().logs.field.model.objects.db_manager(self.using)
+
+    @staticmethod
+    def _run_model():
+        from django.apps import apps
+
+        return apps.get_model("runs", "SkillRun")
+
+    # --- reads ------------------------------------------------------------------------
+
+    def run_batches(self, matching, batch_size: int, full: bool = True):
+        """Rows of ``matching`` (a SkillRun queryset) newest first, in lists of at most
+        ``batch_size`` tuples: TRANSFER_RUN_FIELDS + inputs text when ``full``, else
+        TRANSFER_SUMMARY_FIELDS + output and error previews."""
+        qs = matching.using(self.using).newest_first()
+        if full:
+            qs = qs.annotate(transfer_inputs=Cast("inputs", TextField()))
+            columns = (*TRANSFER_RUN_FIELDS, "transfer_inputs")
+        else:
+            qs = qs.annotate(
+                transfer_output=Substr("output", 1, PREVIEW_CHARS),
+                transfer_error=Substr("error", 1, PREVIEW_CHARS),
+            )
+            columns = (*TRANSFER_SUMMARY_FIELDS, "transfer_output", "transfer_error")
+        started = columns.index("started_at")
+        after = None
+        while True:
+            page = qs if after is None else qs.older_than(*after)
+            rows = list(page.values_list(*columns)[:batch_size])
+            if rows:
+                yield rows
+            if len(rows) < batch_size:
+                return
+            after = (rows[-1][started], rows[-1][0])
+
+    def tree_positions(self, root_id: str, cap: int, max_depth: int) -> list[tuple]:
+        """(started_at, id) of the runs in the call tree under root_id, oldest first; at
+        most cap + 1 (the caller refuses a bigger tree)."""
+        rows = self._runs.call_tree(root_id, cap, max_depth).values_list("started_at", "id")
+        return sorted(rows)
+
+    def runs_by_ids(self, run_ids: Sequence[str]) -> list[tuple]:
+        """Full rows (as run_batches(full=True)) of these runs, in the order given."""
+        found = {}
+        for start in range(0, len(run_ids), TRANSFER_IN_CHUNK):
+            chunk = list(run_ids[start : start + TRANSFER_IN_CHUNK])
+            rows = (
+                self._runs.filter(pk__in=chunk)
+                .order_by()
+                .annotate(transfer_inputs=Cast("inputs", TextField()))
+                .values_list(*TRANSFER_RUN_FIELDS, "transfer_inputs")
+            )
+            found.update((row[0], row) for row in rows)
+        return [found[run_id] for run_id in run_ids if run_id in found]
+
+    def log_rows(self, run_ids: Sequence[str], limit: int) -> list[tuple] | None:
+        """(run_id, sequence, event_type, created_at, payload text) of the events of these
+        runs by run and sequence, or None when they are more than ``limit``."""
+        rows = list(
+            self._logs.filter(run_id__in=list(run_ids))
+            .order_by("run_id", "sequence")
+            .annotate(transfer_payload=Cast("payload", TextField()))
+            .values_list("run_id", "sequence", "event_type", "created_at", "transfer_payload")[
+                : limit + 1
+            ]
+        )
+        return None if len(rows) > limit else rows
+
+    def run_log_batches(self, run_id: str, batch_size: int):
+        """One run's events as log_rows() gives them, in keyset batches by sequence."""
+        qs = (
+            self._logs.filter(run_id=run_id)
+            .order_by("sequence")
+            .annotate(transfer_payload=Cast("payload", TextField()))
+        )
+        after = None
+        while True:
+            page = qs if after is None else qs.filter(sequence__gt=after)
+            rows = list(
+                page.values_list(
+                    "run_id", "sequence", "event_type", "created_at", "transfer_payload"
+                )[:batch_size]
+            )
+            if rows:
+                yield rows
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][1]
+
+    def stored_runs(self, run_ids: Sequence[str]) -> dict[str, tuple]:
+        """{id: full row} of those of these runs that are stored (to compare on import)."""
+        return {row[0]: row for row in self.runs_by_ids(list(run_ids))}
+
+    def stored_logs(self, run_ids: Sequence[str]) -> dict[str, list[tuple]]:
+        """{run id: [(sequence, event_type, created_at, payload text), ...]} by sequence."""
+        logs: dict[str, list[tuple]] = {run_id: [] for run_id in run_ids}
+        for start in range(0, len(run_ids), TRANSFER_IN_CHUNK):
+            chunk = list(run_ids[start : start + TRANSFER_IN_CHUNK])
+            rows = (
+                self._logs.filter(run_id__in=chunk)
+                .order_by("run_id", "sequence")
+                .annotate(transfer_payload=Cast("payload", TextField()))
+                .values_list("run_id", "sequence", "event_type", "created_at", "transfer_payload")
+            )
+            for run_id, *rest in rows:
+                logs[run_id].append(tuple(rest))
+        return logs
+
+    # --- writes -----------------------------------------------------------------------
+
+    def write(
+        self,
+        new_runs: Sequence[contract.SkillRun],
+        changed_runs: Sequence[tuple[contract.SkillRun, Sequence[str]]],
+        logs: Sequence[contract.SkillRunLog],
+        clear_logs_of: Sequence[str],
+    ) -> None:
+        """In one transaction: update ``changed_runs`` (the fields named beside each run),
+        delete the events of ``clear_logs_of``, insert ``new_runs`` and then ``logs``.
+        Everything is checked by the caller (contract rules); IntegrityError when a new
+        run's id was stored meanwhile (nothing is then written)."""
+        with transaction.atomic(using=self.using):
+            for run, fields in changed_runs:
+                self._runs.filter(pk=run.id).update(**{name: getattr(run, name) for name in fields})
+            for start in range(0, len(clear_logs_of), TRANSFER_IN_CHUNK):
+                chunk = list(clear_logs_of[start : start + TRANSFER_IN_CHUNK])
+                self._logs.filter(run_id__in=chunk).delete_rows()
+            model = self._run_model()
+            self._runs.bulk_create(
+                [
+                    model(**{name: getattr(run, name) for name in (*TRANSFER_RUN_FIELDS, "inputs")})
+                    for run in new_runs
+                ],
+                batch_size=500,
+            )
+            # append() locks the runs and writes with COPY on PostgreSQL; by run, so a
+            # conflict names one run.
+            for start in range(0, len(logs), 10_000):
+                self._logs.append(logs[start : start + 10_000])

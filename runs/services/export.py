@@ -1,0 +1,257 @@
+"""Export runs: one call tree as one JSON document, filtered lists as JSON Lines or CSV.
+
+Every writer here is a generator of byte chunks, so the API, the dashboard and
+``manage.py export_runs`` stream the same bytes and a worker's memory stays one batch of
+runs (plus one chunk of events) at any size. Stored JSON (inputs, payloads) is copied into
+the output as the database returns its text, not parsed and encoded again: that keeps
+every value exact (a value nested too deeply for Python to parse comes out whole) and is
+most of the speed (measured in bench/export.py).
+
+The format (version 1):
+
+- a JSON Lines line is one run: every column of skill_runs, times in UTC
+  (``2026-11-26T08:30:00.123456Z``), and with events an ``events`` array of
+  ``{"sequence", "event_type", "created_at", "payload"}`` in sequence order;
+- the call-tree document is ``{"format": "skillaudit-runs", "version": 1, "kind": "tree",
+  "run_id", "root_id", "exported_at", "runs": [...]}``, the runs (events always included)
+  oldest first, one per line;
+- CSV has the summary columns (output and error cut to previews), UTF-8 with a byte-order
+  mark, and text cells starting with = + - @ tab, CR or an apostrophe get an apostrophe in
+  front, so no spreadsheet runs one as a formula (an import removes it again).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import DEFAULT_DB_ALIAS
+
+from .. import contract
+from ..managers import TRANSFER_RUN_FIELDS, TRANSFER_SUMMARY_FIELDS, RunTransfer
+from ..models import SkillRun
+
+FORMAT = "skillaudit-runs"
+FORMAT_VERSION = 1
+# Runs read per query: bigger batches gained nothing measurable at 1M runs (bench/export.py).
+BATCH_SIZE = 2000
+# With events, fewer runs per batch, and their events read in one query unless they are
+# more than EVENTS_PER_QUERY (then run by run, in keyset chunks): memory stays bounded.
+EVENTS_BATCH_SIZE = 200
+EVENTS_PER_QUERY = 20_000
+EVENT_CHUNK = 5000
+# Bytes handed to the server per chunk: fewer, bigger writes; still small in memory.
+CHUNK_CHARS = 256 * 1024
+# A tree bigger than this is refused: the document is read whole on import.
+TREE_CAP = 100_000
+TREE_DEPTH = 1000
+
+CSV_COLUMNS = (*TRANSFER_SUMMARY_FIELDS, "output_preview", "error_preview")
+# Numbers and times are written by us and never start with these; text cells may.
+CSV_TEXT_COLUMNS = frozenset(
+    ("id", "skill_id", "caller_id", "channel_id", "parent_run_id", "status")
+    + ("output_preview", "error_preview")
+)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class TreeTooLarge(ValueError):
+    """The call tree holds more runs than TREE_CAP."""
+
+
+def iso(value: datetime | None) -> str | None:
+    """An instant in UTC with microseconds and a Z: the one time format of the export."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def guard_cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one apostrophe before a formula start."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def _run_head(row: tuple) -> str:
+    """The run's JSON object without its closing brace (inputs and events follow)."""
+    fields = dict(zip(TRANSFER_RUN_FIELDS, row, strict=False))
+    fields["started_at"] = iso(fields["started_at"])
+    fields["finished_at"] = iso(fields["finished_at"])
+    return _dumps(fields)[:-1] + ', "inputs": ' + (row[-1] or "{}")
+
+
+def _event_json(row: tuple) -> str:
+    _run_id, sequence, event_type, created_at, payload = row
+    return (
+        f'{{"sequence": {sequence}, "event_type": {_dumps(event_type)}, '
+        f'"created_at": "{iso(created_at)}", "payload": {payload or "{}"}}}'
+    )
+
+
+class _Chunks:
+    """Collects text and hands it on in CHUNK_CHARS pieces of UTF-8."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.started = False
+
+    def add(self, text: str) -> bytes | None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= CHUNK_CHARS:
+            return self.take()
+        return None
+
+    def take(self) -> bytes:
+        # Stored text cannot hold lone surrogates (contract.clean_text); "replace" keeps a
+        # row written by another program from ending the download half way.
+        data = "".join(self.parts).encode("utf-8", "replace")
+        self.parts, self.size = [], 0
+        return data
+
+
+def _runs_with_events(transfer: RunTransfer, rows: list[tuple]) -> Iterator[tuple[bool, str]]:
+    """(starts a run, text) pieces of each run's JSON with its events, in the order of
+    rows; memory: one batch of runs and at most EVENTS_PER_QUERY events (a batch with more
+    is read run by run, in keyset chunks)."""
+    logs = transfer.log_rows([row[0] for row in rows], EVENTS_PER_QUERY)
+    if logs is not None:
+        by_run: dict[str, list[str]] = {}
+        for log in logs:
+            by_run.setdefault(log[0], []).append(_event_json(log))
+        for row in rows:
+            events = ", ".join(by_run.get(row[0], ()))
+            yield True, _run_head(row) + ', "events": [' + events + "]}"
+        return
+    for row in rows:
+        yield True, _run_head(row) + ', "events": ['
+        separator = ""
+        for chunk in transfer.run_log_batches(row[0], EVENT_CHUNK):
+            yield False, separator + ", ".join(_event_json(log) for log in chunk)
+            separator = ", "
+        yield False, "]}"
+
+
+def jsonl_chunks(
+    matching, events: bool = False, using: str = DEFAULT_DB_ALIAS, on_runs=None
+) -> Iterator[bytes]:
+    """The runs of ``matching`` (a SkillRun queryset) newest first, one JSON object a line.
+
+    ``on_runs(n)`` is called after each batch of n runs (progress bars).
+    """
+    transfer = RunTransfer(using)
+    out = _Chunks()
+    batch_size = EVENTS_BATCH_SIZE if events else BATCH_SIZE
+    for rows in transfer.run_batches(matching, batch_size, full=True):
+        if events:
+            for starts_run, text in _runs_with_events(transfer, rows):
+                if starts_run and out.started:
+                    out.add("\n")
+                out.started = True
+                data = out.add(text)
+                if data:
+                    yield data
+        else:
+            data = out.add("\n".join(_run_head(row) + "}" for row in rows) + "\n")
+            if data:
+                yield data
+        if on_runs is not None:
+            on_runs(len(rows))
+    if events and out.started:
+        out.add("\n")
+    if out.parts:
+        yield out.take()
+
+
+# --- CSV -------------------------------------------------------------------------------
+
+
+def csv_chunks(matching, using: str = DEFAULT_DB_ALIAS, on_runs=None) -> Iterator[bytes]:
+    """The runs of ``matching`` newest first as CSV rows of CSV_COLUMNS, with a header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    buffer.write("\ufeff")  # so that spreadsheets read UTF-8, not the local code page
+    writer.writerow(CSV_COLUMNS)
+    text_at = [i for i, name in enumerate(CSV_COLUMNS) if name in CSV_TEXT_COLUMNS]
+    started_at = CSV_COLUMNS.index("started_at")
+    finished_at = CSV_COLUMNS.index("finished_at")
+    for rows in RunTransfer(using).run_batches(matching, BATCH_SIZE, full=False):
+        for row in rows:
+            cells = list(row)
+            for i in text_at:
+                cells[i] = guard_cell(cells[i] or "")
+            cells[started_at] = iso(cells[started_at])
+            cells[finished_at] = iso(cells[finished_at]) or ""
+            writer.writerow(cells)
+        yield buffer.getvalue().encode("utf-8", "replace")
+        buffer.seek(0)
+        buffer.truncate()
+        if on_runs is not None:
+            on_runs(len(rows))
+    if buffer.tell():
+        yield buffer.getvalue().encode("utf-8", "replace")
+
+
+# --- one call tree ---------------------------------------------------------------------
+
+
+@dataclass
+class TreeExport:
+    """A call tree found and counted, ready to stream (so a 404 or a refusal comes before
+    the first byte)."""
+
+    run_id: str
+    root_id: str
+    run_ids: list[str]
+    using: str
+
+    def chunks(self) -> Iterator[bytes]:
+        transfer = RunTransfer(self.using)
+        head = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": "tree",
+            "run_id": self.run_id,
+            "root_id": self.root_id,
+            "exported_at": iso(contract.utcnow()),
+        }
+        out = _Chunks()
+        out.add(_dumps(head)[:-1] + ', "runs": [\n')
+        first = True
+        for start in range(0, len(self.run_ids), EVENTS_BATCH_SIZE):
+            rows = transfer.runs_by_ids(self.run_ids[start : start + EVENTS_BATCH_SIZE])
+            for starts_run, text in _runs_with_events(transfer, rows):
+                if starts_run and not first:
+                    out.add(",\n")
+                first = False
+                data = out.add(text)
+                if data:
+                    yield data
+        out.add("\n]}\n")
+        yield out.take()
+
+
+def tree_export(run_id: str, using: str = DEFAULT_DB_ALIAS) -> TreeExport:
+    """The whole call tree of a run, from the root of its parent chain (as the tree page
+    shows it). NotFound for an unknown run, TreeTooLarge beyond TREE_CAP runs."""
+    run_id = contract.clean_id(run_id)
+    chain = SkillRun.objects.db_manager(using).parent_chain(run_id, summaries=True)
+    root_id = chain[0].id
+    positions = RunTransfer(using).tree_positions(root_id, TREE_CAP, TREE_DEPTH)
+    if len(positions) > TREE_CAP:
+        raise TreeTooLarge(
+            f"the call tree of {run_id!r} has more than {TREE_CAP:,} runs; export it as "
+            "JSON Lines with filters instead"
+        )
+    return TreeExport(
+        run_id=run_id, root_id=root_id, run_ids=[p[1] for p in positions], using=using
+    )
