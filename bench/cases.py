@@ -10,13 +10,13 @@ from urllib.parse import urlencode
 
 from django.http import QueryDict
 
-from bench import generate
 from runs import contract, cursors
 from runs.filters import RunFilterSet
 from runs.models import SkillRun
+from runs.services import history
 
-EVENT_RUNS = {events: run_id for run_id, events in generate.EVENT_FIXTURES.items()}
-TREE_ROOT = generate.TREE_ROOT
+EVENT_RUNS = {events: run_id for run_id, events in history.EVENT_FIXTURES.items()}
+TREE_ROOT = history.TREE_ROOT
 TREE_LEAF = "bench-tree-1000-0999"  # the last node of the sixth level
 # Runs the write benchmarks create start in 2000, far before the history, and are purged.
 WRITE_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -32,7 +32,7 @@ class Dataset:
     def read(cls) -> Dataset:
         latest = SkillRun.objects.newest_first().values_list("started_at", flat=True).first()
         if latest is None:
-            raise SystemExit("the database has no runs: run bench/generate.py first")
+            raise SystemExit("the database has no runs: run bench/history.py first")
         return cls(latest=latest)
 
 
@@ -43,11 +43,11 @@ def list_cases(data: Dataset) -> list[tuple[str, dict[str, str]]]:
         ("no filter", {}),
         ("status=error", {"status": "error"}),
         ("status=stale", {"status": "stale"}),
-        ("skill (most runs)", {"skill": generate.skill_name(0)}),
-        ("skill (rare)", {"skill": generate.skill_name(generate.SKILLS - 1)}),
-        ("caller (most runs)", {"caller": generate.caller_name(0)}),
-        ("caller (rare)", {"caller": generate.caller_name(generate.CALLERS // 2)}),
-        ("channel (most runs)", {"channel": generate.channel_name(0)}),
+        ("skill (most runs)", {"skill": history.skill_name(0)}),
+        ("skill (rare)", {"skill": history.skill_name(history.SKILLS - 1)}),
+        ("caller (most runs)", {"caller": history.caller_name(0)}),
+        ("caller (rare)", {"caller": history.caller_name(history.CALLERS // 2)}),
+        ("channel (most runs)", {"channel": history.channel_name(0)}),
         ("since (last 7 days)", {"since": (data.latest - timedelta(days=7)).strftime(iso)}),
         ("until (45 days back)", {"until": (data.latest - timedelta(days=45)).strftime(iso)}),
         ("include_nested=1", {"include_nested": "1"}),
@@ -144,8 +144,8 @@ class ContractCalls:
     def calls(self):
         """(name, call, per-iteration setup or None, writes?) for each method."""
         s, data = self.storage, self.data
-        hot_skill, hot_caller = generate.skill_name(0), generate.caller_name(0)
-        fifty_skills = [generate.skill_name(rank) for rank in range(0, generate.SKILLS, 4)]
+        hot_skill, hot_caller = history.skill_name(0), history.caller_name(0)
+        fifty_skills = [history.skill_name(rank) for rank in range(0, history.SKILLS, 4)]
         log_run = {"id": None, "sequence": 0}
 
         def append_one():

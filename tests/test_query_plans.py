@@ -12,17 +12,16 @@ autovacuum would do, so index-only scans can skip the heap.
 
 from __future__ import annotations
 
-import itertools
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Max
 
 from bench.query_catalog import QUERIES, Query, Sample, Statement, explain
 from runs import contract
 from runs.models import SkillRun, SkillRunLog
+from runs.services import history as generator
 from runs.services import purge
 
 # The data is loaded once per module, outside the tests' transactions; the mark makes
@@ -32,79 +31,15 @@ pytestmark = pytest.mark.django_db
 RUNS = 30_000
 END = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=90)
-STATUSES = {
-    contract.STATUS_OK: 80,
-    contract.STATUS_ERROR: 8,
-    contract.STATUS_TIMEOUT: 3,
-    contract.STATUS_BUDGET_EXCEEDED: 2,
-    contract.STATUS_DRY_RUN: 3,
-    contract.STATUS_PREEMPTED: 1,
-    contract.STATUS_LANE_BUSY: 2,
-    contract.STATUS_RUNNING: 1,
-}
-
-
-def _zipf(prefix: str, count: int, skew: float) -> tuple[list[str], list[float]]:
-    """Names with a skewed popularity, and their cumulative weights for random.choices."""
-    names = [f"{prefix}-{i:04d}" for i in range(count)]
-    return names, list(itertools.accumulate(1 / (i + 1) ** skew for i in range(count)))
+EVENTS = 3 * RUNS
 
 
 def _load_history() -> None:
-    """RUNS runs over 90 days: skewed skills and callers, call trees, ties, a few events each.
-
-    The ORM's bulk_create, not SQL: a few seconds, and the rows are what the models make.
-    """
-    rng = random.Random(2026)
-    skills, skill_weights = _zipf("skill", 200, 1.0)
-    callers, caller_weights = _zipf("caller", 2000, 0.8)
-    channels, channel_weights = _zipf("channel", 100, 1.0)
-    statuses = list(STATUSES)
-    status_weights = list(itertools.accumulate(STATUSES.values()))
-    runs, logs, recent = [], [], []
-    started = END - SPAN
-    for n in range(RUNS):
-        if n % 40:  # every 40th run shares its start time: the id breaks the tie
-            started += SPAN / RUNS * rng.uniform(0.5, 1.5)
-        parent_id, depth = "", 0
-        if recent and rng.random() < 1 / 3:
-            parent_id, parent_depth = rng.choice(recent[-20:])
-            depth = parent_depth + 1
-            if depth > 6:
-                parent_id, depth = "", 0
-        run_id = f"{rng.getrandbits(48):012x}-{n:05d}"
-        recent.append((run_id, depth))
-        status = rng.choices(statuses, cum_weights=status_weights)[0]
-        runtime = rng.uniform(0.5, 600)
-        running = status == contract.STATUS_RUNNING
-        runs.append(
-            SkillRun(
-                id=run_id,
-                skill_id=rng.choices(skills, cum_weights=skill_weights)[0],
-                caller_id=rng.choices(callers, cum_weights=caller_weights)[0],
-                channel_id=rng.choices(channels, cum_weights=channel_weights)[0],
-                inputs={"prompt": "x" * rng.randrange(10, 200)},
-                started_at=started,
-                finished_at=None if running else started + timedelta(seconds=runtime),
-                status=status,
-                output="" if running else "y" * rng.randrange(0, 400),
-                runtime_seconds=0 if running else runtime,
-                parent_run_id=parent_id,
-            )
-        )
-        for sequence in range(1, rng.randrange(0, 4) + 1):
-            logs.append(
-                SkillRunLog(
-                    run_id=run_id,
-                    sequence=sequence,
-                    event_type=contract.EVENT_TYPES[sequence % 4],
-                    payload={"n": sequence},
-                    created_at=started + timedelta(seconds=sequence),
-                )
-            )
-    with transaction.atomic():
-        SkillRun.objects.bulk_create(runs, batch_size=2000)
-        SkillRunLog.objects.bulk_create(logs, batch_size=5000)
+    """RUNS runs over 90 days from the project's one generator (runs.services.history):
+    skewed skills, callers and channels, call trees, a skewed number of events per run,
+    without the benchmark's fixture runs (a 10,000-event run and a 1,000-run tree would
+    be most of a history this small). Loaded through the ORM: a few seconds."""
+    generator.load(generator.History(RUNS, EVENTS, seed=2026, end=END, fixtures=False))
 
 
 def _gather_statistics() -> None:

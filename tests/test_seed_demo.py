@@ -12,7 +12,7 @@ from django.db import transaction
 
 from runs import contract
 from runs.contract import RunFilter
-from runs.management.commands.seed_demo import HOSTILE
+from runs.services.demo import HOSTILE
 from runs.storage import DjangoStorage
 
 pytestmark = pytest.mark.django_db
