@@ -89,13 +89,16 @@ def child(database_url: str) -> None:
 
 
 class Child:
-    def __init__(self, database_url: str):
+    """A child process timing pages; ``root`` is the checkout whose code it runs (another
+    commit's worktree for bench/versions.py)."""
+
+    def __init__(self, database_url: str, root: Path = ROOT):
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--child", database_url],
+            [sys.executable, str(root / "bench" / "growth.py"), "--child", database_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=ROOT,
+            cwd=root,
         )
         self.pages = set(json.loads(self.process.stdout.readline()))
 
