@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "runs.web.middleware.DatabaseUnavailableMiddleware",
+    # After the one above: notes a replica's failure first, then answers again from the primary.
+    "runs.routing.ReplicaMiddleware",
 ]
 
 ROOT_URLCONF = "skillaudit_site.urls"
@@ -114,6 +116,29 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})["options"] = (
         f"-c statement_timeout={statement_timeout_ms} -c jit=off"
     )
+
+# Read replicas (runs/routing.py): streaming standbys of the primary, comma-separated URLs.
+# The dashboard's and the API's GETs read from a healthy one; everything else, the primary.
+SKILLAUDIT_REPLICAS = []
+for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", ""), start=1):
+    _replica = dj_database_url.parse(
+        _url, conn_max_age=_db["CONN_MAX_AGE"], conn_health_checks=True
+    )
+    _replica["OPTIONS"] = dict(_db.get("OPTIONS", {}))
+    if _replica["ENGINE"] == "django.db.backends.postgresql":
+        # A dead replica's host must not hold a request for long before the primary serves.
+        _replica["OPTIONS"]["connect_timeout"] = int(os.environ.get("REPLICA_CONNECT_TIMEOUT", "2"))
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_number}"] = _replica
+    SKILLAUDIT_REPLICAS.append(f"replica_{_number}")
+DATABASE_ROUTERS = ["runs.routing.ReplicaRouter"]
+# A replica further behind than this is skipped; checked at most every CHECK seconds per
+# process; the list page says so when it shows data more than NOTICE seconds old.
+SKILLAUDIT_REPLICA_MAX_LAG_SECONDS = float(
+    os.environ.get("SKILLAUDIT_REPLICA_MAX_LAG_SECONDS", "30")
+)
+SKILLAUDIT_REPLICA_CHECK_SECONDS = float(os.environ.get("SKILLAUDIT_REPLICA_CHECK_SECONDS", "5"))
+SKILLAUDIT_REPLICA_NOTICE_SECONDS = float(os.environ.get("SKILLAUDIT_REPLICA_NOTICE_SECONDS", "5"))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
