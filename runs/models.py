@@ -170,14 +170,19 @@ class SkillRunCount(models.Model):
 
 
 class OtlpTrace(models.Model):
-    """A trace received over OTLP (POST /v1/traces) and the runs derived from it.
+    """A trace received over OTLP (POST /v1/traces): its spans, and the runs derived from them.
 
-    ``run_ids`` are the skill_runs rows the trace's spans produced last time: when more
-    spans of the trace arrive, those rows are replaced by the ones derived from all of its
-    spans (runs.services.otlp).
+    ``spans`` holds every span received for the trace, as one serialized opentelemetry-proto
+    ScopeSpans message (keyed inside by span id: a re-sent span replaces its copy). One row
+    per trace, not per span: at 11 spans a trace that is 11 times fewer rows and index
+    entries to write, and a trace is read back whole anyway. ``run_ids`` are the skill_runs
+    rows the trace produced last time: when more of its spans arrive, those rows are replaced
+    by the ones derived from all of them (runs.services.otlp).
     """
 
     trace_id = models.CharField(primary_key=True, max_length=32)
+    spans = models.BinaryField()
+    span_count = models.IntegerField(default=0)
     run_ids = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField()
 

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import DataError, IntegrityError
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from ...models import OtlpTrace
 from .assemble import assemble
@@ -27,6 +28,7 @@ from .decode import (
     BodyError,
     ProtoSpan,
     Refused,
+    Span,
     check,
     inflate,
     media_type,
@@ -71,8 +73,7 @@ def ingest(body: bytes, kind: str, content_encoding: str = "") -> Outcome:
     other than refused traces propagate (the view answers 503)."""
     request = parse_request(inflate(body, content_encoding), kind)
     outcome = Outcome()
-    received: dict[str, dict[str, bytes]] = {}
-    parsed: dict[str, dict] = {}
+    received: dict[str, dict[str, tuple[ProtoSpan, Span]]] = {}
     index = 0
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
@@ -84,37 +85,41 @@ def ingest(body: bytes, kind: str, content_encoding: str = "") -> Outcome:
                 except Refused as exc:
                     outcome.refuse(1, f"span #{index}: {exc}")
                     continue
-                received.setdefault(trace_id, {})[span_id] = proto.SerializeToString()
-                parsed.setdefault(trace_id, {})[span_id] = span
+                received.setdefault(trace_id, {})[span_id] = (proto, span)
     if not received:
         return outcome
 
-    def derive(trace_id: str, stored: dict[str, bytes]):
-        new = parsed[trace_id]
+    def derive(trace_id: str, stored: bytes | None):
+        new = received[trace_id]
+        protos = []
         spans = {}
-        for span_id, data in stored.items():
-            if span_id in new:
-                continue
-            try:
-                proto = ProtoSpan.FromString(data)
-                spans[span_id] = to_span(proto, *check(proto))
-            except (Refused, ValueError) as exc:  # stored by an older version: skipped
-                logger.warning("stored span %s/%s unreadable: %s", trace_id, span_id, exc)
-        spans.update(new)
-        return assemble(spans)
+        if stored:
+            for proto in ScopeSpans.FromString(stored).spans:
+                try:
+                    span_id = check(proto)[1]
+                    if span_id not in new:
+                        spans[span_id] = to_span(proto, trace_id, span_id)
+                        protos.append(proto)
+                except Refused as exc:  # stored by an older version with other rules
+                    logger.warning("stored span of %s skipped: %s", trace_id, exc)
+        for span_id, (proto, span) in new.items():
+            spans[span_id] = span
+            protos.append(proto)
+        data = ScopeSpans(spans=protos).SerializeToString()
+        runs, logs = assemble(spans)
+        return data, len(protos), runs, logs
 
     try:
-        OtlpTrace.objects.store(received, derive)
+        OtlpTrace.objects.store(list(received), derive)
     except (IntegrityError, DataError):
         # Find the trace(s) at fault; store the others.
         for trace_id in sorted(received):
-            one = {trace_id: received[trace_id]}
             try:
-                OtlpTrace.objects.store(one, derive)
+                OtlpTrace.objects.store([trace_id], derive)
             except (IntegrityError, DataError) as exc:
                 logger.warning("OTLP trace %s refused: %s", trace_id, exc)
                 outcome.refuse(
-                    len(one[trace_id]),
+                    len(received[trace_id]),
                     f"trace {trace_id}: the database refused it ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0][:200]})",
                 )
