@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone as django_timezone
 
-from . import contract
+from . import contract, search
 from .models import SkillRun
 
 STALE = "stale"
@@ -106,6 +106,21 @@ class IdFilter(django_filters.CharFilter):
     field_class = CleanCharField
 
 
+class SearchField(CleanCharField):
+    """``q``, parsed once into runs.search's tree (None when blank: no search); a q with
+    no word to search for is an error, never "everything"."""
+
+    def clean(self, value):
+        try:
+            return search.parse(super().clean(value))
+        except search.SearchError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+
+
+class SearchFilter(IdFilter):
+    field_class = SearchField
+
+
 class RunFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=STATUS_CHOICES, empty_label=None)
     skill = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Skill")
@@ -115,6 +130,7 @@ class RunFilterSet(django_filters.FilterSet):
     until = IsoDateTimeFilter(label="Until (UTC)")
     include_nested = StrictBooleanFilter(label="Include nested runs")
     include_dry_run = StrictBooleanFilter(label="Include dry runs")
+    q = SearchFilter(max_length=search.MAX_QUERY_CHARS, label="Search")
 
     class Meta:
         model = SkillRun
@@ -173,7 +189,14 @@ class RunFilterSet(django_filters.FilterSet):
         )
 
     def filter_queryset(self, queryset):
-        return queryset.matching(self.run_filter())
+        qs = queryset.matching(self.run_filter())
+        query = self.search_query
+        return qs if query is None else qs.searching(query)
+
+    @property
+    def search_query(self) -> search.SearchQuery | None:
+        """The parsed ``q`` of valid data (None: no search)."""
+        return self.form.cleaned_data.get("q")
 
     def active(self) -> dict[str, str]:
         """The parameters in effect, for links that keep the current filters."""

@@ -178,6 +178,37 @@ class SkillRunQuerySet(models.QuerySet):
         """
         return self.newest_first().values("pk")[: cap + 1].count()
 
+    def searching(self, query):
+        """Runs whose own text (id, inputs, output, error) or any of whose events match every
+        required clause of ``query`` (a runs.search.SearchQuery), and no excluded one.
+
+        PostgreSQL: each required clause is a semi-join against its matching runs (run
+        texts UNION ALL events, each arm on its GIN index); the planner chooses from the
+        indexes' statistics between collecting a rare word's few runs and walking the list
+        newest first, probing each run (a common word). SQLite has no such statistics for
+        FTS5: the rarest required clause (counted in the fts5vocab tables) drives when it
+        is in at most SEARCH_SET_LIMIT rows; otherwise the list is walked and probed.
+        """
+        sql = SearchSql(connections[self.db].vendor)
+        qs = self
+        required = list(query.required)
+        if sql.vendor == "postgresql":
+            for clause in required:
+                qs = qs.filter(pk__in=RawSQL(*sql.matching_ids(clause)))
+        else:
+            with connections[self.db].cursor() as cursor:
+                estimates = [(sql.estimate(cursor, clause), i) for i, clause in enumerate(required)]
+            count, rarest = min(estimates)
+            if count <= SEARCH_SET_LIMIT:
+                qs = qs.filter(pk__in=RawSQL(*sql.matching_ids(required.pop(rarest))))
+            for clause in required:
+                where, params = sql.run_matches(clause)
+                qs = qs.extra(where=[where], params=params)
+        for clause in query.excluded:
+            where, params = sql.run_matches(clause)
+            qs = qs.extra(where=[f"NOT {where}"], params=params)
+        return qs
+
 
 class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
     def start(self, run: contract.SkillRun):
@@ -446,6 +477,88 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         doomed = self.started_before(t)
         logs = self.model.logs.field.model.objects.db_manager(self.db)
         return doomed.count(), logs.filter(run__in=doomed.values("pk")).count()
+
+    def search_sources(self, run_ids: Sequence[str], query) -> dict[str, tuple[str, str]]:
+        """{run id: (where, text)}: for each run, the first of its texts that matches
+        ``query`` (for the list's snippets): the heads of its id, error, output and inputs,
+        else its first matching event's payload head. At most two queries on PostgreSQL
+        (one per page, the event one stops at each run's first match); SQLite probes the
+        events of each run without a match in its own text (a rowid probe per event)."""
+        pattern = query.highlight_pattern()
+        if not run_ids or pattern is None:
+            return {}
+        head = SNIPPET_SOURCE_CHARS
+        rows = (
+            self.filter(pk__in=list(run_ids))
+            .annotate(
+                error_head=Substr("error", 1, head),
+                output_head=Substr("output", 1, head),
+                inputs_head=Substr(Cast("inputs", TextField()), 1, head),
+            )
+            .values_list("id", "error_head", "output_head", "inputs_head")
+        )
+        found: dict[str, tuple[str, str]] = {}
+        for run_id, error, output, inputs in rows:
+            for where, text in (
+                ("error", error),
+                ("output", output),
+                ("inputs", _readable_json(inputs or "")),
+                ("id", run_id),
+            ):
+                if text and pattern.search(text):
+                    found[run_id] = (where, text)
+                    break
+        rest = [run_id for run_id in run_ids if run_id not in found]
+        if not rest:
+            return found
+        sql = SearchSql(connections[self.db].vendor)
+        conditions, params = [], []
+        for clause in query.required:
+            where, clause_params = sql.log_matches(clause)
+            conditions.append(where)
+            params.extend(clause_params)
+        matches = " OR ".join(conditions)
+        connection = connections[self.db]
+        with connection.cursor() as cursor:
+            if sql.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT r.id, x.sequence, x.head FROM unnest(%s::text[]) AS r(id) "
+                    "CROSS JOIN LATERAL (SELECT l.sequence, left(l.payload::text, %s) AS head "
+                    f"FROM skill_run_logs l WHERE l.run_id = r.id AND ({matches}) "
+                    "ORDER BY l.sequence LIMIT 1) x",
+                    [rest, head, *params],
+                )
+                hits = cursor.fetchall()
+            else:
+                hits = []
+                for run_id in rest:
+                    cursor.execute(
+                        "SELECT l.run_id, l.sequence, substr(l.payload, 1, %s) "
+                        f"FROM skill_run_logs l WHERE l.run_id = %s AND ({matches}) "
+                        "ORDER BY l.sequence LIMIT 1",
+                        [head, run_id, *params],
+                    )
+                    hits.extend(cursor.fetchall())
+        for run_id, sequence, text in hits:
+            found[run_id] = (f"event #{sequence}", _readable_json(text or ""))
+        return found
+
+    def rebuild_search_index(self) -> None:
+        """Rebuild the search index from the stored rows (manage.py rebuild_search_index).
+
+        Only needed after writes made with triggers off on SQLite (the PostgreSQL index is
+        kept by the writes themselves; there it is rebuilt with REINDEX, which also sheds
+        bloat). Writers wait meanwhile.
+        """
+        m = _search_index()
+        connection = connections[self.db]
+        with transaction.atomic(using=self.db), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                for name in m.PG_INDEXES:
+                    cursor.execute(f"REINDEX INDEX {name}")
+                return
+            for statement in m.SQLITE_EMPTY + m.SQLITE_FILL:
+                cursor.execute(statement)
 
 
 PAYLOAD_PREVIEW_CHARS = 2000
@@ -1037,3 +1150,158 @@ class RunTransfer:
             # conflict names one run.
             for start in range(0, len(logs), 10_000):
                 self._logs.append(logs[start : start + 10_000])
+
+
+# --- search (issue 15) ----------------------------------------------------------------------
+
+
+def _search_index():
+    """The search index's SQL, defined once in its migration (see there for the why)."""
+    import importlib
+
+    return importlib.import_module("runs.migrations.0008_search_index")
+
+
+# Above this many indexed rows (run texts + events) holding its rarest word, a search walks
+# the runs newest first and probes each one, instead of collecting every matching run
+# first: a common word matches within the first runs walked, and collecting its millions
+# of matches is what "do not count every match" forbids. Measured in bench/search.py.
+SEARCH_SET_LIMIT = 20_000
+SNIPPET_SOURCE_CHARS = 2000
+
+
+class SearchSql:
+    """The SQL of one search clause (runs.search.Clause) for one engine.
+
+    ``matching_ids`` is the set of runs whose text or any event matches (driving a rare
+    clause), ``run_matches`` a probe of one run of the outer query (skill_runs) for the
+    others and for exclusions. The user's text reaches the database only as parameters:
+    PostgreSQL gets the parts (letters and digits separated by spaces) for
+    ``phraseto_tsquery``; SQLite gets one quoted FTS5 phrase of the parts.
+    """
+
+    def __init__(self, vendor: str):
+        self.vendor = vendor
+        m = _search_index()
+        if vendor == "postgresql":
+            # %% : these go into statements with parameters.
+            self.run_words = m.pg_words(m.PG_RUN_TEXT).replace("%", "%%")
+            self.log_words = m.pg_words(m.PG_LOG_TEXT).replace("%", "%%")
+            self.run_chars = m.PG_RUN_TEXT
+            self.log_chars = m.PG_LOG_TEXT
+            self.run_spaceless = m.pg_has_spaceless(m.PG_RUN_TEXT)
+            self.log_spaceless = m.pg_has_spaceless(m.PG_LOG_TEXT)
+
+    # -- PostgreSQL: the planner picks set or probe from the indexes' statistics --------
+
+    def _pg_run_condition(self, clause) -> tuple[str, list]:
+        if clause.substring:
+            return f"({self.run_spaceless} AND {self.run_chars} ILIKE %s)", [_like(clause)]
+        return f"({self.run_words} @@ phraseto_tsquery('simple', %s))", [clause.text]
+
+    def _pg_log_condition(self, clause) -> tuple[str, list]:
+        if clause.substring:
+            return f"({self.log_spaceless} AND {self.log_chars} ILIKE %s)", [_like(clause)]
+        return f"({self.log_words} @@ phraseto_tsquery('simple', %s))", [clause.text]
+
+    # -- SQLite: FTS5 tables; rowid probes ----------------------------------------------
+
+    def _fts(self, clause) -> tuple[str, str]:
+        suffix = "_trigram" if clause.substring else ""
+        return f"skill_run_search_runs{suffix}", f"skill_run_search_logs{suffix}"
+
+    def matching_ids(self, clause) -> tuple[str, list]:
+        if self.vendor == "postgresql":
+            run_sql, run_params = self._pg_run_condition(clause)
+            log_sql, log_params = self._pg_log_condition(clause)
+            return (
+                f"SELECT s.id FROM skill_runs s WHERE {run_sql} "
+                f"UNION ALL SELECT l.run_id FROM skill_run_logs l WHERE {log_sql}",
+                run_params + log_params,
+            )
+        runs, logs = self._fts(clause)
+        phrase = _fts_phrase(clause)
+        return (
+            "SELECT run_id FROM skill_run_search_keys WHERE key IN "
+            f"(SELECT rowid FROM {runs} WHERE {runs} MATCH %s) "
+            "UNION ALL SELECT run_id FROM skill_run_logs WHERE id IN "
+            f"(SELECT rowid FROM {logs} WHERE {logs} MATCH %s)",
+            [phrase, phrase],
+        )
+
+    def run_matches(self, clause, outer: str = "skill_runs") -> tuple[str, list]:
+        """True for the outer query's run when its text or one of its events matches."""
+        if self.vendor == "postgresql":
+            run_sql, run_params = self._pg_run_condition(clause)
+            log_sql, log_params = self._pg_log_condition(clause)
+            return (
+                f"({run_sql} OR EXISTS (SELECT 1 FROM skill_run_logs l "
+                f"WHERE l.run_id = {outer}.id AND {log_sql}))",
+                run_params + log_params,
+            )
+        runs, logs = self._fts(clause)
+        phrase = _fts_phrase(clause)
+        return (
+            f"(EXISTS (SELECT 1 FROM {runs} WHERE {runs} MATCH %s AND rowid = "
+            f"(SELECT key FROM skill_run_search_keys WHERE run_id = {outer}.id)) "
+            f"OR EXISTS (SELECT 1 FROM skill_run_logs l WHERE l.run_id = {outer}.id AND "
+            f"EXISTS (SELECT 1 FROM {logs} WHERE {logs} MATCH %s AND rowid = l.id)))",
+            [phrase, phrase],
+        )
+
+    def log_matches(self, clause) -> tuple[str, list]:
+        """True for an event (alias l) that matches."""
+        if self.vendor == "postgresql":
+            return self._pg_log_condition(clause)
+        _runs, logs = self._fts(clause)
+        return (
+            f"EXISTS (SELECT 1 FROM {logs} WHERE {logs} MATCH %s AND rowid = l.id)",
+            [_fts_phrase(clause)],
+        )
+
+    def estimate(self, cursor, clause) -> int:
+        """SQLite: at most how many indexed rows hold the clause (its rarest word or, for a
+        substring, its rarest trigram), from the fts5vocab tables: one probe per word."""
+        if clause.substring:
+            text = clause.text
+            terms = {text[i : i + 3] for i in range(len(text) - 2)}
+            tables = ("skill_run_search_runs_trigram_vocab", "skill_run_search_logs_trigram_vocab")
+        else:
+            terms = set(clause.parts)
+            tables = ("skill_run_search_runs_vocab", "skill_run_search_logs_vocab")
+        counts = []
+        for term in terms:
+            total = 0
+            for table in tables:
+                cursor.execute(f"SELECT doc FROM {table} WHERE term = %s", [term])
+                row = cursor.fetchone()
+                total += row[0] if row else 0
+            counts.append(total)
+        return min(counts) if counts else 0
+
+
+def _fts_phrase(clause) -> str:
+    # The parts are letters and digits only (runs.search.split_parts): quoting them makes
+    # one FTS5 phrase, and no character of the user's reaches FTS5's query syntax.
+    return '"' + clause.text.replace('"', '""') + '"'
+
+
+def _like(clause) -> str:
+    text = clause.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{text}%"
+
+
+def _readable_json(text: str) -> str:
+    """JSON text as a person reads it: escapes decoded (SQLite stores \\uXXXX), for snippets."""
+
+    def decode(match):
+        escape = match.group(1)
+        if escape[0] == "u":
+            return chr(int(escape[1:], 16))
+        return {"n": " ", "t": " ", "r": " ", "b": " ", "f": " "}.get(escape, escape)
+
+    import re
+
+    decoded = re.sub(r"\\(u[0-9a-fA-F]{4}|.)", decode, text)
+    # Pairs of \uD8xx\uDCxx escapes become one character; a lone half stays U+FFFD.
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from django.db.models import TextField
 from django.db.models.functions import Cast, Length, Substr
 
-from . import contract
+from . import contract, search
 from .models import SkillRun
 
 TREE_NODE_CAP = 2000
@@ -77,6 +77,17 @@ def with_has_children(rows):
     parents = SkillRun.objects.ids_with_children([run.id for run in rows])
     for run in rows:
         run.has_children = run.id in parents
+    return rows
+
+
+def with_search_snippets(rows, query):
+    """Set ``search_snippet`` on summary rows (a runs.search.Snippet of the first text of
+    each run that matches ``query``, or None): a page's rows only, never every match."""
+    sources = SkillRun.objects.search_sources([run.id for run in rows], query)
+    pattern = query.highlight_pattern()
+    for run in rows:
+        where, text = sources.get(run.id, ("", ""))
+        run.search_snippet = search.snippet(where, text, pattern)
     return rows
 
 

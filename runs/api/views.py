@@ -280,6 +280,8 @@ def _list_parameters() -> list[OpenApiParameter]:
         "status": "a status, or `stale` (running longer than the stale threshold)",
         "include_nested": "1: nested runs too (default: top-level runs only)",
         "include_dry_run": "1: dry runs too (default: hidden unless status=dry_run)",
+        "q": 'search the runs\' texts and events: words, "a phrase", -excluded (a q with '
+        "no word is a 400)",
         "since": "started at or after (ISO 8601; no offset means UTC)",
         "until": "started before (ISO 8601; no offset means UTC)",
     }

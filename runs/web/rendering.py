@@ -152,6 +152,9 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
     """The <tr> rows of the run list."""
     urls = RunUrls()
     link = FilterLinks(query_params)
+    # Opened from a search, the run page highlights the words (static/runs/search.js).
+    q = next((value for key, value in link.params if key == "q"), "")
+    found = f"#q={quote(q, safe='')}" if q.strip() else ""
     rows = []
     for run in runs:
         stale = run.status == contract.STATUS_RUNNING and run.started_at < stale_before
@@ -164,7 +167,7 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
         preview = run.error_preview or run.output_preview
         rows.append(
             "<tr>"
-            f'<td class="time"><a href="{esc(urls("run_detail", run.id))}">'
+            f'<td class="time"><a href="{esc(urls("run_detail", run.id))}{found}">'
             f"{_when(run.started_at)}</a></td>"
             f"<td>{_badge(run.status, stale)}</td>"
             f'<td class="id">{link.anchor("skill", run.skill_id, "Only runs of this skill")}'
@@ -177,10 +180,25 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             f'<td class="num">{count(run.tool_calls_count)}</td>'
             f'<td class="num tokens">{esc(tokens(run))}</td>'
             f'<td class="preview"><span class="clamp{" err" if run.error_preview else ""}">'
-            f"{esc(preview or '')}</span></td>"
+            f"{esc(preview or '')}</span>{_search_snippet(run)}</td>"
             "</tr>\n"
         )
     return mark_safe("".join(rows))
+
+
+def _search_snippet(run) -> str:
+    """The row's search snippet (runs.search.Snippet): each piece of the stored text
+    escaped, and a <mark> of ours around the escaped matches."""
+    hit = getattr(run, "search_snippet", None)
+    if hit is None:
+        return ""
+    body = "".join(
+        f"<mark>{esc(text)}</mark>" if match else esc(text) for text, match in hit.segments
+    )
+    return (
+        f'<span class="snippet"><span class="where">{esc(hit.where)}</span> '
+        f"{'…' if hit.cut_before else ''}{body}{'…' if hit.cut_after else ''}</span>"
+    )
 
 
 def options(choices, selected: str) -> SafeString:

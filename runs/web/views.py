@@ -78,6 +78,8 @@ def run_list(request):
         return bad_request(request, {"after" if after else "before": [str(exc)]})
     rows, has_older, has_newer = page.rows, page.has_older, page.has_newer
     selectors.with_has_children(rows)
+    if filterset.search_query is not None:
+        selectors.with_search_snippets(rows, filterset.search_query)
     if after or before or has_older:
         count = matching.bounded_count(COUNT_CAP)
     else:
