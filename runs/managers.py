@@ -36,8 +36,29 @@ SUMMARY_FIELDS = (
     "total_input_tokens",
     "total_output_tokens",
     "total_thinking_tokens",
+    "failed_tools",
+    "failed_descendants",
 )
 PREVIEW_CHARS = 160
+
+# A failed run for the list's failed=1 filter: it failed, a tool of it failed, or a run
+# below it failed. The text of migration 0010's partial indexes, literal values and all:
+# SQLite uses a partial index only for a query that repeats its condition (a bound
+# parameter in place of 'error' does not match), so FailedRun writes exactly this.
+FAILED_STATUSES_SQL = "(" + ", ".join(f"'{s}'" for s in contract.FAILED_STATUSES) + ")"
+
+
+class FailedRun(models.Expression):
+    """WHERE condition: the run failed, one of its tools failed, or a descendant failed."""
+
+    conditional = True
+    output_field = models.BooleanField()
+
+    def as_sql(self, compiler, connection):
+        return (
+            f"(status IN {FAILED_STATUSES_SQL} OR failed_tools > 0 OR failed_descendants > 0)",
+            [],
+        )
 
 
 class SkillRunQuerySet(models.QuerySet):
@@ -79,6 +100,27 @@ class SkillRunQuerySet(models.QuerySet):
     def top_level(self):
         # is_empty, not ="": SQLite then answers from the top-level partial indexes alone.
         return self.filter(parent_run_id__is_empty=True)
+
+    def failed(self):
+        """Runs that failed, had a failed tool call or a failed descendant (the list's
+        failed=1), newest first from the runs_failed / runs_toplevel_failed partial
+        indexes (migration 0010)."""
+        return self.filter(FailedRun())
+
+    def with_statuses(self, statuses: Sequence[str]):
+        """Runs with any of these statuses (the list's status=error,timeout).
+
+        Only failed statuses: the failed-run condition is added too (it is implied), so the
+        planner may walk the runs_failed partial index newest first instead of collecting
+        and sorting every run of the statuses."""
+        statuses = list(dict.fromkeys(statuses))
+        if len(statuses) == 1:
+            qs = self.filter(status=statuses[0])
+        else:
+            qs = self.filter(status__in=statuses)
+        if set(statuses) <= set(contract.FAILED_STATUSES):
+            qs = qs.filter(FailedRun())
+        return qs
 
     def for_skill(self, skill_id: str, include_dry_run: bool = False):
         return self.filter(skill_id=skill_id).hiding_dry_runs(include_dry_run)
@@ -319,6 +361,49 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, run_ids)
             return {row[0] for row in cursor.fetchall()}
+
+    def recount_failure_rollups(self) -> int:
+        """Recount failed_tools and failed_descendants of every run (as migration 0010's
+        backfill does); returns how many counts it corrected. Only needed after writes made with the
+        triggers off (a restore with --disable-triggers)."""
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":
+            tool_failed = (
+                "(l.event_type = 'tool_result' AND jsonb_typeof(l.payload) = 'object' "
+                "AND l.payload -> 'is_error' = 'true'::jsonb)"
+            )
+        else:
+            tool_failed = (
+                "(l.event_type = 'tool_result' AND (CASE WHEN json_valid(l.payload) "
+                "THEN json_type(l.payload, '$.is_error') END) = 'true')"
+            )
+        changed = 0
+        with transaction.atomic(using=self.db), connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE skill_runs SET failed_tools = COALESCE(counted.n, 0) FROM ("
+                "SELECT r.id, (SELECT COUNT(*) FROM skill_run_logs l WHERE l.run_id = r.id "
+                f"AND {tool_failed}) AS n FROM skill_runs r) counted "
+                "WHERE skill_runs.id = counted.id AND skill_runs.failed_tools <> counted.n"
+            )
+            changed += cursor.rowcount
+            cursor.execute(
+                f"""UPDATE skill_runs SET failed_descendants = COALESCE(counted.n, 0) FROM (
+                    WITH RECURSIVE up(d, a) AS (
+                        SELECT id, parent_run_id FROM skill_runs
+                        WHERE status IN {FAILED_STATUSES_SQL} AND NOT (parent_run_id = '')
+                        UNION
+                        SELECT up.d, r.parent_run_id FROM up JOIN skill_runs r ON r.id = up.a
+                        WHERE NOT (r.parent_run_id = '')
+                    )
+                    SELECT r.id, k.n FROM skill_runs r LEFT JOIN (
+                        SELECT a, COUNT(*) AS n FROM up WHERE a <> d GROUP BY a
+                    ) k ON k.a = r.id
+                ) counted
+                WHERE skill_runs.id = counted.id
+                AND skill_runs.failed_descendants <> COALESCE(counted.n, 0)"""
+            )
+            changed += cursor.rowcount
+        return changed
 
     def skill_ids(self) -> list[str]:
         """Every distinct skill_id, one index probe per skill (a loose index scan).

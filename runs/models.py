@@ -23,6 +23,9 @@ class Status(models.TextChoices):
     LANE_BUSY = contract.STATUS_LANE_BUSY, "lane busy"
 
 
+ROLLUPS = ("failed_tools", "failed_descendants")
+
+
 class SkillRun(models.Model):
     id = models.CharField(primary_key=True, max_length=contract.ID_MAX_LENGTH)
     skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)
@@ -42,6 +45,11 @@ class SkillRun(models.Model):
     total_input_tokens = models.BigIntegerField(default=0)
     total_output_tokens = models.BigIntegerField(default=0)
     total_thinking_tokens = models.BigIntegerField(default=0)
+    # Failure roll-ups, written only by the triggers of migration 0010 (for every writer):
+    # failed tool results among the run's events, failed runs below it in the call tree.
+    # A database default, so an INSERT that does not name them (the Go executor's) works.
+    failed_tools = models.BigIntegerField(db_default=0, editable=False)
+    failed_descendants = models.BigIntegerField(db_default=0, editable=False)
 
     objects = SkillRunManager()
 
@@ -105,6 +113,18 @@ class SkillRun(models.Model):
 
     def __str__(self):
         return f"{self.skill_id} {self.id}"
+
+    def save(self, *args, **kwargs):
+        """An UPDATE never writes the roll-ups: a form loaded before a child failed would
+        put back the old count (the triggers keep them; see migration 0010)."""
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            deferred = self.get_deferred_fields()
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.attname not in deferred and f.name not in ROLLUPS
+            ]
+        return super().save(*args, **kwargs)
 
 
 class SkillRunLog(models.Model):
