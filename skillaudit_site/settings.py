@@ -1,6 +1,7 @@
 """skillaudit settings, read from the environment (README.md lists every variable)."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -17,6 +18,12 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF rate ("1200/min"); "off" (or "0") switches it off."""
+    value = os.environ.get(name, default).strip()
+    return None if value.lower() in {"off", "0", "none"} else value
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -29,7 +36,8 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set unless DEBUG=1")
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG"
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# Django's test runner adds "testserver" itself; outside tests that name is refused.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -42,7 +50,8 @@ INSTALLED_APPS = [
     "django_filters",
     "csp",
     "rest_framework",
-    "rest_framework.authtoken",
+    "access",
+    "axes",
     "drf_spectacular",
     "runs",
 ]
@@ -60,6 +69,8 @@ MIDDLEWARE = [
     "runs.web.middleware.DatabaseUnavailableMiddleware",
     # After the one above: notes a replica's failure first, then answers again from the primary.
     "runs.routing.ReplicaMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its response (access.lockout).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "skillaudit_site.urls"
@@ -142,6 +153,19 @@ SKILLAUDIT_REPLICA_NOTICE_SECONDS = float(os.environ.get("SKILLAUDIT_REPLICA_NOT
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- cache (API throttle counts) -------------------------------------------------------
+# Files under the data folder: every gunicorn worker on this machine sees the same counts
+# (the default per-process memory cache would give each worker its own, multiplying every
+# limit by the number of workers) and no other service is needed. A site served by several
+# machines points this at a shared cache (Django's Redis backend) in its settings module.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "cache"),
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
+    }
+}
+
 # --- auth ----------------------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -151,6 +175,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+
+# Every authenticate() call (the admin's login, and any login form to come) goes through
+# django-axes first: LOGIN_FAILURE_LIMIT failures for one user name, or from one address,
+# lock that name or address out for LOGIN_LOCKOUT_MINUTES (429 with Retry-After), counted
+# in the database so that every gunicorn worker sees the same count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "access.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "access.clients.client_address"
+# Failed logins only (no row per successful login).
+AXES_DISABLE_ACCESS_LOG = True
 LOGIN_REDIRECT_URL = "/"
 
 # --- i18n / time ---------------------------------------------------------------------
@@ -184,9 +225,11 @@ SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS and env_bool("SECURE_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000")) if HTTPS else 0
-SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
-SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("SKILLAUDIT_BEHIND_PROXY"):
+# Both bind every subdomain (preload: for years, in browsers' built-in lists): opt-in only.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = HTTPS and env_bool("SECURE_HSTS_PRELOAD")
+SKILLAUDIT_BEHIND_PROXY = env_bool("SKILLAUDIT_BEHIND_PROXY")
+if SKILLAUDIT_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself and strips it from clients.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
@@ -215,10 +258,21 @@ CONTENT_SECURITY_POLICY = {
 
 REST_FRAMEWORK = {
     # Tokens for programs (manage.py create_api_token), the session (with CSRF) for a browser.
+    # Tokens are stored hashed (access.models); a request that no class authenticates is
+    # throttled per address by the last one (DRF would answer it 401 before its throttles).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "access.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        "access.authentication.AnonymousRateLimit",
     ],
+    # Per user (one token each); anonymous and failed-token requests per address
+    # (access.authentication). "off" switches a rate off. Counted in the cache below.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_rate("API_THROTTLE_USER", "1200/min"),
+        "anon": env_rate("API_THROTTLE_ANON", "60/min"),
+        "failed_token": env_rate("API_THROTTLE_FAILED_TOKENS", "20/min"),
+    },
     # Model permissions, reads included (stock DjangoModelPermissions lets anyone GET).
     "DEFAULT_PERMISSION_CLASSES": ["runs.api.permissions.RunModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

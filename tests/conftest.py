@@ -4,6 +4,14 @@ from runs.memory import MemoryStorage
 from runs.storage import DjangoStorage
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """API throttle counts (Django's cache) start empty in every test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 # The mark (not only the `db` fixture below) tells pytest-django to create the test
 # database: it plans that from marks and static fixture names before any test runs.
 @pytest.fixture(
@@ -28,8 +36,8 @@ def storage(request):
 def http_storage(request, transactional_db, django_user_model):
     """HttpStorage on a live server, as a token user with the run permissions only."""
     from django.contrib.auth.models import Permission
-    from rest_framework.authtoken.models import Token
 
+    from access.models import ApiToken as Token
     from runs.client import HttpStorage
 
     server = request.getfixturevalue("live_server")

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
-from rest_framework.authtoken.models import Token
 
+from access.models import ApiToken as Token
 from runs import contract
 from runs.api import contract_methods
 from runs.client import ApiError, HttpStorage

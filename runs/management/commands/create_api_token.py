@@ -1,14 +1,16 @@
-"""Print the API token of a user, creating it when missing (for executors and scripts)."""
+"""Make the API token of a user and print its key, once (for executors and scripts)."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+
+from access.models import ApiToken
 
 
 class Command(BaseCommand):
     help = (
-        "Print the API token of USERNAME (created when missing). Programs send it as "
+        "Make the API token of USERNAME and print its key. Only a hash is stored, so the key "
+        "is printed this once; --rotate replaces an existing token. Programs send it as "
         "'Authorization: Token <key>'; what they may do comes from the user's permissions."
     )
 
@@ -31,7 +33,12 @@ class Command(BaseCommand):
         if not user.is_active:
             raise CommandError(f"user {username!r} is inactive: its token would be refused")
         with transaction.atomic():
-            if rotate:
-                Token.objects.filter(user=user).delete()
-            token, _created = Token.objects.get_or_create(user=user)
+            existing = ApiToken.objects.select_for_update().filter(user=user).first()
+            if existing is not None and not rotate:
+                raise CommandError(
+                    f"user {username!r} has a token already ({existing.prefix}…); only its "
+                    "hash is kept, so it cannot be shown again: --rotate replaces it"
+                )
+            ApiToken.objects.filter(user=user).delete()
+            token = ApiToken.objects.create(user=user)
         self.stdout.write(token.key)
