@@ -227,6 +227,19 @@ def next_url(request, **changes) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
+def keyset_response(request, serializer, rows, more: bool) -> Response:
+    """A page of runs: ``results``, and where the next page starts (``next_cursor``, the
+    position of the last row, and ``next``, this URL with it) when ``more``."""
+    cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
+    return Response(
+        {
+            "results": serializer(rows, many=True).data,
+            "next_cursor": cursor,
+            "next": next_url(request, cursor=cursor) if cursor else None,
+        }
+    )
+
+
 def run_path(run_id: str) -> str:
     """The URL path of a run: every character quoted, dots too (no dot segments)."""
     return "/api/runs/" + contract.run_id_segment(run_id) + "/"
@@ -333,14 +346,7 @@ class RunListView(ApiView):
         page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         page = selectors.newest_first_page(filterset.qs, page_size, after=cursor_param(request))
         rows = with_has_children(page.rows)
-        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if page.has_older else None
-        return Response(
-            {
-                "results": s.RunSummarySerializer(rows, many=True).data,
-                "next_cursor": cursor,
-                "next": next_url(request, cursor=cursor) if cursor else None,
-            }
-        )
+        return keyset_response(request, s.RunSummarySerializer, rows, page.has_older)
 
     @extend_schema(
         operation_id="runs_start",
@@ -524,14 +530,7 @@ class RunChildrenView(ApiView):
         else:
             with_has_children(rows)
         serializer = s.RunSerializer if full else s.RunSummarySerializer
-        cursor = cursors.encode(rows[-1].started_at, rows[-1].id) if more else None
-        return Response(
-            {
-                "results": serializer(rows, many=True).data,
-                "next_cursor": cursor,
-                "next": next_url(request, cursor=cursor) if cursor else None,
-            }
-        )
+        return keyset_response(request, serializer, rows, more)
 
 
 class RunTreeView(ApiView):

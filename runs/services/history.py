@@ -515,24 +515,19 @@ def load(history: History, using: str = "default", batch_size: int = 2000) -> tu
 
     from ..models import SkillRun, SkillRunLog
 
-    runs = events = 0
     with transaction.atomic(using=using):
-        batch = []
-        for record in run_records(history):
-            batch.append(SkillRun(**record))
-            if len(batch) >= batch_size:
-                SkillRun.objects.db_manager(using).bulk_create(batch)
-                runs += len(batch)
-                batch = []
-        SkillRun.objects.db_manager(using).bulk_create(batch)
-        runs += len(batch)
-        batch = []
-        for record in event_records(history):
-            batch.append(SkillRunLog(**record))
-            if len(batch) >= batch_size:
-                SkillRunLog.objects.db_manager(using).bulk_create(batch)
-                events += len(batch)
-                batch = []
-        SkillRunLog.objects.db_manager(using).bulk_create(batch)
-        events += len(batch)
+        runs = _bulk_create(SkillRun, run_records(history), using, batch_size)
+        events = _bulk_create(SkillRunLog, event_records(history), using, batch_size)
     return runs, events
+
+
+def _bulk_create(model, records, using: str, batch_size: int) -> int:
+    """bulk_create in batches from an iterator, so a big history never sits in memory."""
+    manager, stored, batch = model.objects.db_manager(using), 0, []
+    for record in records:
+        batch.append(model(**record))
+        if len(batch) >= batch_size:
+            manager.bulk_create(batch)
+            stored, batch = stored + len(batch), []
+    manager.bulk_create(batch)
+    return stored + len(batch)
