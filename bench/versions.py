@@ -67,6 +67,17 @@ def main(argv=None) -> None:
             check=True,
             capture_output=True,
         )
+        # The base's own static files: production settings serve them from its manifest.
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=worktree,
+            env=bench_env(
+                args.database_url,
+                secrets.token_urlsafe(40),
+                worktree / WORK.relative_to(ROOT) / "site",
+            ),
+            check=True,
+        )
         try:
             rows = compare(args, worktree)
         finally:
