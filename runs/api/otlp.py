@@ -76,7 +76,10 @@ def _error(request, status: int, message: str) -> HttpResponse:
 class TracesView(APIView):
     authentication_classes = [BearerOrTokenAuthentication]
     permission_classes = [RunModelPermissions]
-    required_permissions = {"POST": RECORD}
+    # Every method needs them: only POST exists, the others get 405 once authorised.
+    required_permissions = dict.fromkeys(
+        ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"), RECORD
+    )
     parser_classes = []
     # Not in the OpenAPI document: OTLP is specified elsewhere (protobuf, not JSON schemas).
     schema = None

@@ -96,6 +96,10 @@ def parse_request(body: bytes, kind: str) -> ExportTraceServiceRequest:
     if not isinstance(document, dict):
         raise BodyError(400, "the JSON body must be an object (ExportTraceServiceRequest)")
     try:
+        if b"\\u" in body:
+            # Escapes can spell lone surrogates, which protobuf strings cannot hold:
+            # replaced as everywhere else (clean), so the span is stored, not refused.
+            document = _without_surrogates(document)
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
@@ -119,6 +123,19 @@ def _hex_ids_to_base64(document: dict) -> None:
                         for key in ("traceId", "trace_id", "spanId", "span_id"):
                             if key in link:
                                 link[key] = _hex_to_base64(link[key])
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value):
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _list(obj, *keys) -> list:
