@@ -27,7 +27,9 @@ from .contract import RunFilter, RunStats, SkillRun, SkillRunLog
 
 # The suffixes of the per-run routes: a run id ending in "/<one of these>" would be read as
 # that route's id, so get_run asks for such ids by body instead of by path.
-_RUN_SUBROUTES = {"logs", "finish", "chain", "children", "tree"}
+_RUN_SUBROUTES = {"logs", "finish", "chain", "children", "tree", "export"}
+# Paths of their own under /api/runs/: a run with one of these ids is read by body too.
+_RUN_LIST_ROUTES = {"export", "import"}
 # gunicorn refuses request lines over 4094 bytes: last-run queries are sent in chunks.
 _MAX_QUERY_CHARS = 3000
 _LOG_PAGE = 1000
@@ -223,7 +225,9 @@ class HttpStorage:
     def get_run(self, run_id: str) -> SkillRun:
         if not contract.clean_id(run_id):
             raise contract.NotFound(run_id)
-        if run_id.rsplit("/", 1)[-1] in _RUN_SUBROUTES and "/" in run_id:
+        if (run_id.rsplit("/", 1)[-1] in _RUN_SUBROUTES and "/" in run_id) or (
+            run_id in _RUN_LIST_ROUTES
+        ):
             return _run(self._contract("get_run", id=run_id))
         return _run(self._call("GET", f"/api/runs/{contract.run_id_segment(run_id)}/"))
 

@@ -123,10 +123,12 @@ def api_routes():
         run + "chain/",
         run + "children/",
         run + "tree/",
+        run + "export/",
+        "/api/runs/export/",
         "/api/skills/last-run/?skill=summarise",
         "/api/schema/",
     ]
-    posts = ["/api/runs/", run + "logs/", run + "finish/"]
+    posts = ["/api/runs/", run + "logs/", run + "finish/", "/api/runs/import/"]
     posts += [f"/api/contract/{name}/" for name in CONTRACT_BODIES]
     return [("GET", path) for path in gets] + [("POST", path) for path in posts]
 

@@ -10,17 +10,23 @@ from drf_spectacular.views import SpectacularAPIView
 
 from .. import converters  # noqa: F401 (registers <runid:>)
 from . import contract_methods
+from . import export as transfer
 from . import views as api
 
 app_name = "api"
 
 urlpatterns = [
     path("runs/", api.RunListView.as_view(), name="runs"),
+    # Before the run routes: a run whose id is "export" or "import" is read with
+    # POST /api/contract/get_run/.
+    path("runs/export/", transfer.RunsExportView.as_view(), name="runs-export"),
+    path("runs/import/", transfer.RunsImportView.as_view(), name="runs-import"),
     path("runs/<runid:run_id>/logs/", api.RunLogsView.as_view(), name="run-logs"),
     path("runs/<runid:run_id>/finish/", api.RunFinishView.as_view(), name="run-finish"),
     path("runs/<runid:run_id>/chain/", api.RunChainView.as_view(), name="run-chain"),
     path("runs/<runid:run_id>/children/", api.RunChildrenView.as_view(), name="run-children"),
     path("runs/<runid:run_id>/tree/", api.RunTreeView.as_view(), name="run-tree"),
+    path("runs/<runid:run_id>/export/", transfer.RunExportView.as_view(), name="run-export"),
     path("runs/<runid:run_id>/", api.RunDetailView.as_view(), name="run"),
     path("skills/last-run/", api.LastRunView.as_view(), name="last-run"),
     *contract_methods.urls(),

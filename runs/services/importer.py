@@ -364,7 +364,7 @@ def _json_records(lines: Iterator[str]) -> Iterator[Record]:
 
 def read_records(stream: io.BufferedIOBase) -> Iterator[Record]:
     """Records from a binary stream: gzip (by its magic bytes), then JSON or CSV (by the
-    first character: JSON starts with "{")."""
+    first character: JSON starts with "{" or "[")."""
     if not isinstance(stream, io.BufferedReader | gzip.GzipFile):
         stream = io.BufferedReader(stream)
     if stream.peek(2)[:2] == b"\x1f\x8b":
@@ -372,7 +372,7 @@ def read_records(stream: io.BufferedIOBase) -> Iterator[Record]:
     head = stream.peek(64)[:64].decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     lines = iter(text)
-    if head.startswith("{") or not head:
+    if head.startswith(("{", "[")) or not head:
         yield from _json_records(lines)
     else:
         yield from _csv_records(lines)
@@ -395,12 +395,18 @@ def batches(records: Iterable[Record], size: int = BATCH_SIZE) -> Iterator[list[
 
 
 def same_json(a, b) -> bool:
-    """JSON equality: numbers by value (PostgreSQL's jsonb writes 1e20 as an integer),
-    but true is not 1 and 1 is not "1"; objects regardless of key order."""
+    """JSON equality: numbers by their value as a double (PostgreSQL's jsonb writes 1e20
+    as an integer, 1e308 as 309 digits), but true is not 1 and 1 is not "1"; objects
+    regardless of key order."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
+    if isinstance(a, int) and isinstance(b, int):
         return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        try:
+            return float(a) == float(b)
+        except OverflowError:
+            return False
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -621,6 +627,8 @@ def import_stream(
 
 
 def parse_all(data: bytes) -> list[Record]:
-    """Every record of a body, checked (MalformedRecord at the first bad one): the API
-    refuses a bad body before writing anything."""
-    return list(read_records(io.BytesIO(data)))
+    """Every record of a body, checked (MalformedRecord at the first bad one, or at a run
+    id given twice): the API refuses a bad body before writing anything."""
+    records = list(read_records(io.BytesIO(data)))
+    trees(records)  # refuses a repeated run id
+    return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,14 +12,15 @@ from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.db.models import TextField
 from django.db.models.functions import Cast
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import contract, cursors, jsontext, selectors
-from ..filters import RunFilterSet, parameter_problems, stale_after
+from ..filters import RunFilterSet, parameter_problems, parse_bool, stale_after
 from ..models import SkillRun, SkillRunCount, SkillRunLog
+from ..services import export
 from . import presentation
 
 PAGE_SIZE = 50
@@ -245,6 +247,71 @@ def run_tree(request, run_id):
         "root_is_orphan": tree.root_is_orphan,
     }
     return render(request, "runs/run_tree.html", context)
+
+
+# --- downloads (runs.services.export; the API serves the same bytes) ---------------------
+
+
+DOWNLOAD_TYPES = {"jsonl": "application/x-ndjson; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+
+
+def _download(chunks, content_type: str, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@dashboard_view
+def runs_export(request):
+    """The runs the list's filters select, as JSON Lines (events=1: with events) or CSV."""
+    if "format" not in request.GET and SkillRun.objects.filter(pk="export").exists():
+        # /runs/export/ is also the page of a run whose id is "export".
+        return run_detail.__wrapped__(request, "export")
+    filterset = RunFilterSet(
+        request.GET, queryset=SkillRun.objects.all(), extra_params=("format", "events")
+    )
+    if not filterset.is_valid():
+        return bad_request(request, filterset.error_messages)
+    fmt, problems = request.GET.get("format", ""), {}
+    if fmt not in DOWNLOAD_TYPES:
+        problems["format"] = ["must be jsonl or csv"]
+    try:
+        events = parse_bool(request.GET.get("events"))
+    except ValueError as exc:
+        events, problems["events"] = False, [str(exc)]
+    if events and fmt == "csv":
+        problems["events"] = ["needs format=jsonl"]
+    if problems:
+        return bad_request(request, problems)
+    if fmt == "csv":
+        chunks = export.csv_chunks(filterset.qs)
+    else:
+        chunks = export.jsonl_chunks(filterset.qs, events)
+    return _download(chunks, DOWNLOAD_TYPES[fmt], f"runs.{fmt}")
+
+
+@dashboard_view
+def run_export(request, run_id):
+    """The run's whole call tree, every field and event, as one JSON document."""
+    problems = parameter_problems(request.GET, set())
+    if problems:
+        return bad_request(request, problems)
+    run_id = contract.clean_id(run_id)
+    if (
+        not SkillRun.objects.filter(pk=run_id).exists()
+        and SkillRun.objects.filter(pk=f"{run_id}/export").exists()
+    ):
+        # /runs/<x>/export/ is also the page of a run whose id is "<x>/export".
+        return run_detail.__wrapped__(request, f"{run_id}/export")
+    try:
+        plan = export.tree_export(run_id)
+    except contract.NotFound:
+        raise Http404("No run with that id.") from None
+    except export.TreeTooLarge as exc:
+        return bad_request(request, {"run": [str(exc)]})
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.root_id)[:60].strip("._") or "x"
+    return _download(plan.chunks(), "application/json", f"run-{safe}.json")
 
 
 # --- skills ----------------------------------------------------------------------------
