@@ -7,6 +7,7 @@ or repeated parameter instead of dropping it, and it never widens the result.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 
 import django_filters
@@ -19,8 +20,17 @@ from . import contract, search
 from .models import SkillRun
 
 STALE = "stale"
-STATUS_CHOICES = [("", "any status")] + [(s, s.replace("_", " ")) for s in contract.KNOWN_STATUSES]
+# status=failed: any of the failed statuses (status=error,timeout lists them one by one).
+STATUS_GROUPS = {"failed": contract.FAILED_STATUSES}
+# Labels are the stored names, as the badges show them ("budget_exceeded", not a
+# prettier spelling an operator then cannot find on the page).
+STATUS_CHOICES = [("", "any status")]
+STATUS_CHOICES += [(g, f"{g} ({', '.join(s)})") for g, s in STATUS_GROUPS.items()]
+STATUS_CHOICES += [(s, s) for s in contract.KNOWN_STATUSES]
 STATUS_CHOICES.append((STALE, "stale (running too long)"))
+# since=-24h, until=-7d: that long before now (m minutes, h hours, d days).
+RELATIVE = re.compile(r"-(\d{1,6})([mhd])")
+RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 # The databases store years 1..9999; bounds are kept a day inside so that converting
 # them between time zones can never overflow.
@@ -58,7 +68,16 @@ class StrictBooleanField(forms.Field):
 
 
 class IsoDateTimeField(forms.Field):
-    """An ISO 8601 date or date-time; without an offset it is UTC. Returned in UTC."""
+    """An ISO 8601 date or date-time; without an offset it is UTC. Returned in UTC.
+
+    Also a time relative to now (-1h, -24h, -7d, -30m), and a date alone, which means that
+    whole day in UTC: its start, or for an end bound (``end_of_day``) the next day's start,
+    so that until=2026-12-02 includes the 2nd.
+    """
+
+    def __init__(self, *args, end_of_day=False, **kwargs):
+        self.end_of_day = end_of_day
+        super().__init__(*args, **kwargs)
 
     def to_python(self, value):
         if value in (None, ""):
@@ -66,6 +85,20 @@ class IsoDateTimeField(forms.Field):
         text = str(value).strip()
         if len(text) > 40:
             raise ValidationError("is too long for a date-time", code="invalid")
+        relative = RELATIVE.fullmatch(text)
+        if relative:
+            amount = timedelta(**{RELATIVE_UNITS[relative[2]]: int(relative[1])})
+            return max(django_timezone.now() - amount, EARLIEST)
+        if len(text) <= 10 and not any(c in text for c in "T :"):
+            try:
+                day = date.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                start = datetime.combine(day, time(), tzinfo=UTC)
+                if self.end_of_day:
+                    start = start + timedelta(days=1) if day < date.max else LATEST
+                return min(max(start, EARLIEST), LATEST)
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
@@ -73,7 +106,9 @@ class IsoDateTimeField(forms.Field):
                 parsed = datetime.combine(date.fromisoformat(text), time())
             except ValueError:
                 raise ValidationError(
-                    "is not an ISO 8601 date-time (e.g. 2026-11-26T09:30:00Z)", code="invalid"
+                    "is not an ISO 8601 date-time (e.g. 2026-11-26T09:30:00Z), a date "
+                    "(2026-11-26) or a time before now (-1h, -24h, -7d)",
+                    code="invalid",
                 ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
@@ -96,6 +131,42 @@ class CleanCharField(forms.CharField):
 
 class IsoDateTimeFilter(django_filters.Filter):
     field_class = IsoDateTimeField
+
+
+class StatusListField(forms.Field):
+    """One status, several separated by commas (error,timeout), or a group (failed).
+
+    Returned as a tuple of statuses. ``stale`` stands alone: it is a running run started
+    before a threshold, which a list of statuses cannot say.
+    """
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return ()
+        text = str(value)
+        if len(text) > 200:
+            raise ValidationError("is too long", code="invalid")
+        statuses: list[str] = []
+        for name in (part.strip() for part in text.split(",")):
+            if name in STATUS_GROUPS:
+                statuses.extend(STATUS_GROUPS[name])
+            elif name in contract.KNOWN_STATUSES or name == STALE:
+                statuses.append(name)
+            else:
+                known = ", ".join([*STATUS_GROUPS, *contract.KNOWN_STATUSES, STALE])
+                raise ValidationError(
+                    f"{contract.clean_text(name)[:40]!r} is not a status (one of {known}, "
+                    "or several separated by commas)",
+                    code="invalid",
+                )
+        statuses = list(dict.fromkeys(statuses))
+        if STALE in statuses and len(statuses) > 1:
+            raise ValidationError("stale cannot be combined with other statuses", code="invalid")
+        return tuple(statuses)
+
+
+class StatusFilter(django_filters.Filter):
+    field_class = StatusListField
 
 
 class StrictBooleanFilter(django_filters.Filter):
@@ -122,14 +193,16 @@ class SearchFilter(IdFilter):
 
 
 class RunFilterSet(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=STATUS_CHOICES, empty_label=None)
+    status = StatusFilter(label="Status")
     skill = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Skill")
     caller = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Caller")
     channel = IdFilter(max_length=contract.NAME_MAX_LENGTH, label="Channel")
     since = IsoDateTimeFilter(label="Since (UTC)")
-    until = IsoDateTimeFilter(label="Until (UTC)")
+    until = IsoDateTimeFilter(label="Until (UTC)", end_of_day=True)
     include_nested = StrictBooleanFilter(label="Include nested runs")
     include_dry_run = StrictBooleanFilter(label="Include dry runs")
+    # The run failed, one of its tool calls failed, or a run below it failed.
+    failed = StrictBooleanFilter(label="Failed (run, tool or sub-run)")
     q = SearchFilter(max_length=search.MAX_QUERY_CHARS, label="Search")
 
     class Meta:
@@ -170,7 +243,10 @@ class RunFilterSet(django_filters.FilterSet):
     def run_filter(self, now: datetime | None = None) -> contract.RunFilter:
         """The contract filter for valid data (call is_valid() first)."""
         data = self.form.cleaned_data
-        status = data.get("status") or ""
+        statuses = data.get("status") or ()
+        # Several statuses are applied by filter_queryset; dry runs are then only shown
+        # when dry_run is one of them (the IN list says so).
+        status = statuses[0] if len(statuses) == 1 else ""
         until = data.get("until")
         if status == STALE:
             # "stale" = running rows started before the stale threshold: a narrower until.
@@ -183,13 +259,18 @@ class RunFilterSet(django_filters.FilterSet):
             caller_id=data.get("caller") or "",
             channel_id=data.get("channel") or "",
             top_level_only=not data.get("include_nested"),
-            include_dry_run=bool(data.get("include_dry_run")),
+            include_dry_run=bool(data.get("include_dry_run")) or len(statuses) > 1,
             since=data.get("since"),
             until=until,
         )
 
     def filter_queryset(self, queryset):
         qs = queryset.matching(self.run_filter())
+        statuses = self.form.cleaned_data.get("status") or ()
+        if len(statuses) > 1:
+            qs = qs.with_statuses(statuses)
+        if self.form.cleaned_data.get("failed"):
+            qs = qs.failed()
         query = self.search_query
         return qs if query is None else qs.searching(query)
 

@@ -174,7 +174,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# The dashboard's own login page; the admin keeps its own (staff only).
+LOGIN_URL = "runs:login"
 
 # Every authenticate() call (the admin's login, and any login form to come) goes through
 # django-axes first: LOGIN_FAILURE_LIMIT failures for one user name, or from one address,

@@ -71,23 +71,30 @@ def test_anonymous_users_are_sent_to_the_login_page(client, mixed_runs):
     for url in dashboard_urls():
         response = client.get(url)
         assert response.status_code == 302, url
-        assert response["Location"].startswith(reverse("admin:login")), url
+        assert response["Location"].startswith(reverse("runs:login")), url
         assert b"top-ok" not in response.content
 
 
-@pytest.mark.parametrize(
-    "staff,permission",
-    [(False, True), (True, False), (False, False)],
-    ids=["no-staff", "no-perm", "none"],
-)
-def test_users_without_staff_and_permission_are_refused(
-    client, django_user_model, mixed_runs, staff, permission
+@pytest.mark.parametrize("staff", [True, False], ids=["staff", "no-staff"])
+def test_users_without_the_view_permission_are_refused(
+    client, django_user_model, mixed_runs, staff
 ):
-    client.force_login(make_viewer(django_user_model, staff=staff, permission=permission))
+    client.force_login(make_viewer(django_user_model, staff=staff, permission=False))
     for url in dashboard_urls():
         response = client.get(url)
         assert response.status_code == 403, url
         assert b"top-ok" not in response.content
+
+
+def test_the_view_permission_is_enough_staff_or_not(client, django_user_model, mixed_runs):
+    """Issue 17: the dashboard needs runs.view_skillrun, not the staff flag (the admin
+    does)."""
+    client.force_login(make_viewer(django_user_model, staff=False, permission=True))
+    for url in dashboard_urls():
+        assert client.get(url).status_code in (200, 404), url  # 404: a run without events
+    assert b"top-ok" in client.get(reverse("runs:run_list")).content
+    admin = client.get(reverse("admin:runs_skillrun_changelist"))
+    assert admin.status_code == 302 and b"top-ok" not in admin.content
 
 
 def test_inactive_user_is_refused(client, django_user_model, mixed_runs):
@@ -140,7 +147,15 @@ def test_default_list_is_top_level_without_dry_runs_newest_first(client, viewer,
         ("since=2026-11-20T12:02:00Z", ["top-running", "top-timeout", "top-err"]),
         ("until=2026-11-20T12:02:00Z", ["top-ok"]),
         ("since=2026-11-20T12:02:00Z&until=2026-11-20T12:05:00Z", ["top-err"]),
-        ("since=2026-11-20T14:02:00%2B02:00&until=2026-11-20", []),
+        # A bare date as until includes that whole day (UTC).
+        (
+            "since=2026-11-20T14:02:00%2B02:00&until=2026-11-20",
+            ["top-running", "top-timeout", "top-err"],
+        ),
+        ("until=2026-11-19", []),
+        ("status=failed", ["top-timeout", "top-err"]),
+        ("status=error,timeout", ["top-timeout", "top-err"]),
+        ("status=ok,dry_run", ["top-dry", "top-ok"]),
         ("since=2026-11-20T14:02:00%2B02:00", ["top-running", "top-timeout", "top-err"]),
         ("since=2026-11-20", ["top-running", "top-timeout", "top-err", "top-ok"]),
         ("skill=triage&channel=ops&status=timeout", ["top-timeout"]),
@@ -353,7 +368,11 @@ def test_filter_links_keep_the_other_filters_in_place_and_encode_the_value(clien
 def test_status_filter_shows_the_status_chosen(client, viewer, mixed_runs):
     html = client.get(reverse("runs:run_list"), {"status": "error"}).content.decode()
     assert '<option value="error" selected>error</option>' in html
-    assert html.count(" selected>") == 1
+    assert html.count(" selected>") == 2  # the status and the page size (50)
+    assert '<option value="50" selected>50</option>' in html
+    # A list of statuses the select does not offer stays chosen.
+    html = client.get(reverse("runs:run_list"), {"status": "error,timeout"}).content.decode()
+    assert '<option value="error,timeout" selected>error,timeout</option>' in html
 
 
 def test_list_marks_nested_runs_and_runs_with_children(client, viewer, mixed_runs):
@@ -429,7 +448,9 @@ def test_run_page_shows_everything_about_a_run(client, viewer):
     assert reverse("runs:run_detail", args=["leaf"]) in html
     # timeline: tool call paired with its result, error event marked
     assert "result #3" in html and "result of call #2" in html
-    assert 'class="event error"' in html
+    assert 'class="event error failed"' in html
+    # the header names the failure and links to it
+    assert "1 error event" in html and 'href="#event-4"' in html
     assert reverse("admin:runs_skillrun_change", args=["mid"]) in html
 
 

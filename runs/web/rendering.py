@@ -169,21 +169,41 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             "<tr>"
             f'<td class="time"><a href="{esc(urls("run_detail", run.id))}{found}">'
             f"{_when(run.started_at)}</a></td>"
-            f"<td>{_badge(run.status, stale)}</td>"
-            f'<td class="id">{link.anchor("skill", run.skill_id, "Only runs of this skill")}'
-            f"{marks}</td>"
-            f'<td class="id">{link.anchor("caller", run.caller_id, "Only runs by this caller")}'
-            "</td>"
-            f'<td class="id">{link.anchor("channel", run.channel_id, "Only runs in this channel")}'
-            "</td>"
-            f'<td class="num">{_duration(run)}</td>'
-            f'<td class="num">{count(run.tool_calls_count)}</td>'
+            f'<td class="status">{_badge(run.status, stale)}</td>'
+            f'<td class="id skill">'
+            f"{link.anchor('skill', run.skill_id, 'Only runs of this skill')}{marks}</td>"
+            f'<td class="id caller">'
+            f"{link.anchor('caller', run.caller_id, 'Only runs by this caller')}</td>"
+            f'<td class="id channel">'
+            f"{link.anchor('channel', run.channel_id, 'Only runs in this channel')}</td>"
+            f'<td class="num dur">{_duration(run)}</td>'
+            f'<td class="num tools">{count(run.tool_calls_count)}</td>'
+            f'<td class="fails">{_failures(run)}</td>'
             f'<td class="num tokens">{esc(tokens(run))}</td>'
             f'<td class="preview"><span class="clamp{" err" if run.error_preview else ""}">'
             f"{esc(preview or '')}</span>{_search_snippet(run)}</td>"
             "</tr>\n"
         )
     return mark_safe("".join(rows))
+
+
+def _failures(run) -> str:
+    """The row's failure roll-ups (migration 0010): failed tool calls, failed sub-runs."""
+    tools, below = int(run.failed_tools or 0), int(run.failed_descendants or 0)
+    if not tools and not below:
+        return '<span class="muted" title="No failed tool call or sub-run">none</span>'
+    parts = []
+    if tools:
+        parts.append(
+            f'<span class="fail" title="Failed tool calls">{count(tools)} tool'
+            f"{'' if tools == 1 else 's'} failed</span>"
+        )
+    if below:
+        parts.append(
+            f'<span class="fail" title="Failed runs below this one in its call tree">'
+            f"{count(below)} sub-run{'' if below == 1 else 's'} failed</span>"
+        )
+    return " ".join(parts)
 
 
 def _search_snippet(run) -> str:

@@ -14,4 +14,7 @@ urlpatterns = [
     path("runs/<runid:run_id>/events/<int:sequence>/raw/", views.event_raw, name="event_raw"),
     path("runs/<runid:run_id>/", views.run_detail, name="run_detail"),
     path("skills/", views.skill_overview, name="skills"),
+    path("suggest/<str:field>/", views.suggest, name="suggest"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
 ]

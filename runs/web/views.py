@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import re
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
@@ -18,12 +20,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import contract, cursors, jsontext, selectors
-from ..filters import RunFilterSet, parameter_problems, parse_bool, stale_after
+from ..filters import STATUS_CHOICES, RunFilterSet, parameter_problems, parse_bool, stale_after
 from ..models import SkillRun, SkillRunCount, SkillRunLog
 from ..services import export
 from . import presentation
 
 PAGE_SIZE = 50
+# The list's page sizes (page_size=); the default is PAGE_SIZE.
+PAGE_SIZES = (25, 50, 100, 200)
+# The list's time presets: since=<value>, shown as links above the list.
+TIME_PRESETS = (("-1h", "last hour"), ("-24h", "last 24 h"), ("-7d", "last 7 days"))
+SUGGESTIONS = 20
 # The list shows an exact count up to this many runs, "more than" beyond it.
 COUNT_CAP = 1000
 EVENTS_PAGE_SIZE = 200
@@ -32,22 +39,32 @@ VIEW_PERMISSION = "runs.view_skillrun"
 
 
 def dashboard_view(view):
-    """Logged-in active staff with the view permission; anonymous users go to the login."""
+    """Logged-in active users with the view permission, staff or not (the admin is what
+    needs staff); anonymous users go to the dashboard's login page."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
-        if not (user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION)):
-            raise PermissionDenied("You need staff access and the permission to view runs.")
+        if not (user.is_active and user.has_perm(VIEW_PERMISSION)):
+            raise PermissionDenied("You need the permission to view runs.")
         return view(request, *args, **kwargs)
 
     return require_GET(wrapper)
 
 
 def bad_request(request, errors: dict[str, list[str]]):
-    return render(request, "runs/bad_request.html", {"errors": errors}, status=400)
+    """The 400 page; its link goes back to the same page with only the bad parameters
+    removed (every other filter kept)."""
+    kept = [
+        (key, value)
+        for key, value in request.GET.items()
+        if key not in errors and contract.clean_text(key)[:100] not in errors
+    ]
+    back = request.path + (f"?{urlencode(kept)}" if kept else "")
+    context = {"errors": errors, "back": back, "dropped": sorted(errors)}
+    return render(request, "runs/bad_request.html", context, status=400)
 
 
 @dashboard_view
@@ -61,10 +78,15 @@ def home(request):
 @dashboard_view
 def run_list(request):
     filterset = RunFilterSet(
-        request.GET, queryset=SkillRun.objects.all(), extra_params=("after", "before")
+        request.GET, queryset=SkillRun.objects.all(), extra_params=("after", "before", "page_size")
     )
     if not filterset.is_valid():
         return bad_request(request, filterset.error_messages)
+    page_size = request.GET.get("page_size") or str(PAGE_SIZE)
+    if page_size not in {str(n) for n in PAGE_SIZES}:
+        sizes = ", ".join(str(n) for n in PAGE_SIZES)
+        return bad_request(request, {"page_size": [f"must be one of {sizes}"]})
+    page_size = int(page_size)
     after, before = request.GET.get("after"), request.GET.get("before")
     if after and before:
         return bad_request(request, {"after": ["cannot be combined with before"]})
@@ -72,7 +94,7 @@ def run_list(request):
     try:
         page = selectors.newest_first_page(
             matching,
-            PAGE_SIZE,
+            page_size,
             after=cursors.decode(after) if after else None,
             before=cursors.decode(before) if before else None,
         )
@@ -100,9 +122,59 @@ def run_list(request):
         "stale_before": timezone.now() - stale_after(),
         "filtered": bool(filterset.active()),
         "query_params": list(request.GET.items()),
+        "page_size": page_size,
+        "page_sizes": PAGE_SIZES,
+        "status_choices": _status_choices(request.GET.get("status", "")),
+        "time_presets": TIME_PRESETS,
+        "since_value": request.GET.get("since", ""),
     }
     context["nav"] = "runs"
     return render(request, "runs/run_list.html", context)
+
+
+class LoginView(auth_views.LoginView):
+    """The dashboard's own login page (not the admin's): any active user may log in; what
+    they then see depends on their permissions (dashboard_view)."""
+
+    template_name = "runs/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "runs:login"
+
+
+def _status_choices(current: str) -> list[tuple[str, str]]:
+    """The status select's options; a list the select does not offer (error,timeout) is
+    added as it is, so submitting the form again keeps it instead of widening to any."""
+    choices = list(STATUS_CHOICES)
+    if current and current not in {value for value, _ in choices}:
+        choices.append((current, current))
+    return choices
+
+
+SUGGESTED_FIELDS = {"skill": "skill_id", "caller": "caller_id", "channel": "channel_id"}
+
+
+@dashboard_view
+def suggest(request, field):
+    """{"values": [...]}: up to SUGGESTIONS known skills, callers or channels starting
+    with ``prefix``, for the list's inputs (static/runs/list.js fills their datalists).
+    One index probe per value (SkillRunManager.values_from), however many runs each has."""
+    if field not in SUGGESTED_FIELDS:
+        raise Http404("no such field")
+    problems = parameter_problems(request.GET, {"prefix"})
+    prefix = request.GET.get("prefix", "")
+    if len(prefix) > contract.NAME_MAX_LENGTH:
+        problems["prefix"] = [f"is longer than {contract.NAME_MAX_LENGTH} characters"]
+    if problems:
+        return JsonResponse({"errors": problems}, status=400)
+    values = SkillRun.objects.values_from(
+        SUGGESTED_FIELDS[field], contract.clean_text(prefix), SUGGESTIONS
+    )
+    response = JsonResponse({"values": values})
+    response["Cache-Control"] = "private, max-age=30"
+    return response
 
 
 # --- run detail ------------------------------------------------------------------------
