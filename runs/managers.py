@@ -665,6 +665,7 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         connection = connections[self.db]
         with transaction.atomic(using=self.db), connection.cursor() as cursor:
             if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL statement_timeout = 0")
                 for name in m.PG_INDEXES:
                     cursor.execute(f"REINDEX INDEX {name}")
                 return
@@ -1300,8 +1301,8 @@ class SearchSql:
             self.log_words = m.pg_words(m.PG_LOG_TEXT).replace("%", "%%")
             self.run_chars = m.PG_RUN_TEXT
             self.log_chars = m.PG_LOG_TEXT
-            self.run_spaceless = m.pg_has_spaceless(m.PG_RUN_TEXT)
-            self.log_spaceless = m.pg_has_spaceless(m.PG_LOG_TEXT)
+            self.run_spaceless = m.pg_has_spaceless(m.PG_RUN_RAW)
+            self.log_spaceless = m.pg_has_spaceless(m.PG_LOG_RAW)
 
     # -- PostgreSQL: the planner picks set or probe from the indexes' statistics --------
 
@@ -1416,3 +1417,429 @@ def _readable_json(text: str) -> str:
     decoded = re.sub(r"\\(u[0-9a-fA-F]{4}|.)", decode, text)
     # Pairs of \uD8xx\uDCxx escapes become one character; a lone half stays U+FFFD.
     return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+# --- month partitions of skill_run_logs (PostgreSQL, opt-in: manage.py partition_history) ---
+
+LOGS_VIEW = "skill_run_logs"
+LOGS_BY_MONTH = "skill_run_logs_by_month"
+LOGS_UNPARTITIONED = "skill_run_logs_unpartitioned"
+LOGS_KEY = "run_started_at"
+MONTH_PREFIX = "skill_run_logs_m"
+
+
+def _month_start(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    return datetime(value.year, value.month, 1, tzinfo=UTC)
+
+
+def _next_month(value: datetime) -> datetime:
+    return value.replace(year=value.year + value.month // 12, month=value.month % 12 + 1)
+
+
+class LogPartitions:
+    """skill_run_logs partitioned by month of its run's start, on PostgreSQL (opt-in).
+
+    Layout once converted (``manage.py partition_history``):
+    - ``skill_run_logs_by_month``: the rows, with one more column, ``run_started_at`` (the
+      run's started_at), RANGE-partitioned on it: ``skill_run_logs_mYYYYMM`` per UTC month
+      and a DEFAULT partition for runs outside the months created (kept empty in practice:
+      ``ensure_months`` makes the coming months ahead of time). Its unique keys carry the
+      partition key, as PostgreSQL requires: (id, run_started_at) and (run_id, sequence,
+      run_started_at). Since run_started_at is a function of run_id (triggers below keep
+      it so), (run_id, sequence) stays unique across partitions: a duplicate lands in the
+      same partition as its twin and fails the same way (IntegrityError -> Conflict).
+    - ``skill_run_logs``: a view of the original columns. Every reader (the ORM, the
+      Go executor's SELECTs, raw SQL in this module) reads it unchanged; DELETE goes
+      through it (a simple view is updatable); INSERT and UPDATE go through INSTEAD OF
+      triggers that fill run_started_at from the run. The key cannot be filled by a
+      BEFORE trigger on the partitioned table: PostgreSQL routes a row to its partition
+      before such a trigger runs and refuses to move it afterwards. A view also takes COPY.
+    - the foreign key to skill_runs becomes triggers: the insert trigger reads the run
+      FOR KEY SHARE (the lock the foreign key took) and raises foreign_key_violation when
+      it is missing; deleting runs deletes their logs (statement trigger, a join on the
+      partition key so each run's logs are looked up in one partition); TRUNCATE
+      skill_runs empties the logs; changing a run's started_at moves its logs. A foreign
+      key from a partitioned table would pin the test runner's TRUNCATE of skill_runs and
+      check every partition on each deleted run.
+    - every trigger that was on skill_run_logs (run counts, search, failure roll-ups,
+      whatever another migration added) is recreated on skill_run_logs_by_month from
+      pg_get_triggerdef, and every index from pg_get_indexdef: nothing is hard-coded.
+    Retention drops whole months (``drop_months_before``): no row-by-row DELETE, no
+    dead tuples, no vacuum debt.
+    """
+
+    def __init__(self, using: str = "default"):
+        self.using = using
+        self.connection = connections[using]
+
+    # --- state -----------------------------------------------------------------------
+
+    def _relkind(self, cursor, name: str) -> str | None:
+        cursor.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relname = %s",
+            [name],
+        )
+        row = cursor.fetchone()
+        return row[0] if row else None
+
+    def state(self) -> str:
+        """The layout: "plain", "migrating" (rows still to move) or "partitioned"."""
+        if self.connection.vendor != "postgresql":
+            return "plain"
+        with self.connection.cursor() as cursor:
+            if self._relkind(cursor, LOGS_BY_MONTH) != "p":
+                return "plain"
+            if self._relkind(cursor, LOGS_UNPARTITIONED) is not None:
+                return "migrating"
+            return "partitioned"
+
+    def partitions(self) -> list[tuple[str, datetime | None, datetime | None, int]]:
+        """(name, from, to, estimated rows) of each partition, oldest first; the DEFAULT
+        partition has no bounds."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass "
+                "ORDER BY c.relname",
+                [LOGS_BY_MONTH],
+            )
+            rows = cursor.fetchall()
+        found = []
+        for name, estimate in rows:
+            digits = name.removeprefix(MONTH_PREFIX)
+            if not (len(digits) == 6 and digits.isdigit()):
+                found.append((name, None, None, estimate))  # the DEFAULT partition
+                continue
+            start = datetime(int(digits[:4]), int(digits[4:]), 1, tzinfo=UTC)
+            found.append((name, start, _next_month(start), estimate))
+        return found
+
+    # --- conversion --------------------------------------------------------------------
+
+    def _columns(self, cursor, table: str) -> list[tuple[str, str | None]]:
+        """(name, default expression) of a table's columns, in order."""
+        cursor.execute(
+            "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY a.attnum",
+            [table],
+        )
+        return cursor.fetchall()
+
+    def setup(self, months_ahead: int = 3) -> None:
+        """Create the partitioned table, its months, indexes and triggers, and put the view
+        in place over the new table and the old one (renamed): every row stays readable
+        and writable while ``move_batch`` moves the old rows. One transaction."""
+        if self.connection.vendor != "postgresql":
+            raise ValueError("month partitions need PostgreSQL")
+        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+            if self._relkind(cursor, LOGS_VIEW) != "r":
+                raise ValueError(f"{LOGS_VIEW} is not a plain table: already converted?")
+            # Writers wait for this transaction: it only creates empty objects.
+            cursor.execute(f"LOCK TABLE {LOGS_VIEW} IN ACCESS EXCLUSIVE MODE")
+            cursor.execute(
+                f"CREATE TABLE {LOGS_BY_MONTH} (LIKE {LOGS_VIEW} INCLUDING DEFAULTS "
+                f"INCLUDING IDENTITY INCLUDING CONSTRAINTS INCLUDING STORAGE, "
+                f"{LOGS_KEY} timestamptz NOT NULL) PARTITION BY RANGE ({LOGS_KEY})"
+            )
+            cursor.execute(
+                f"CREATE TABLE {MONTH_PREFIX}default PARTITION OF {LOGS_BY_MONTH} DEFAULT"
+            )
+            # One partition per month holding runs, plus the months ahead.
+            cursor.execute(
+                "SELECT DISTINCT date_trunc('month', started_at AT TIME ZONE 'UTC') FROM skill_runs"
+            )
+            months = {m.replace(tzinfo=UTC) for (m,) in cursor.fetchall()}
+            for month in sorted(months):
+                self._create_month(cursor, month)
+            self._copy_indexes(cursor)
+            self._copy_triggers(cursor)
+            # New ids continue the old sequence.
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence('{LOGS_BY_MONTH}', 'id'), "
+                f"greatest((SELECT last_value FROM {self._old_sequence(cursor)}), "
+                f"(SELECT coalesce(max(id), 0) FROM {LOGS_VIEW})) + 1, false)"
+            )
+            cursor.execute(f"ALTER TABLE {LOGS_VIEW} RENAME TO {LOGS_UNPARTITIONED}")
+            self._install_view(cursor, migrating=True)
+            self._install_run_triggers(cursor)
+        self.ensure_months(months_ahead)
+
+    def _old_sequence(self, cursor) -> str:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [LOGS_VIEW])
+        return cursor.fetchone()[0]
+
+    def _create_month(self, cursor, month: datetime) -> bool:
+        name = f"skill_run_logs_m{month:%Y%m}"
+        if self._relkind(cursor, name) is not None:
+            return False
+        cursor.execute(
+            f"CREATE TABLE {name} PARTITION OF {LOGS_BY_MONTH} FOR VALUES FROM (%s) TO (%s)",
+            [month, _next_month(month)],
+        )
+        return True
+
+    def _copy_indexes(self, cursor) -> None:
+        """Every index of the plain table on the partitioned one; unique ones get the
+        partition key appended (PostgreSQL requires it; see the class docstring)."""
+        cursor.execute(
+            "SELECT i.relname, pg_get_indexdef(x.indexrelid), x.indisunique, x.indisprimary, "
+            "x.indexprs IS NULL AND x.indpred IS NULL, "
+            "ARRAY(SELECT a.attname FROM unnest(x.indkey) WITH ORDINALITY k(n, o) "
+            "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n ORDER BY k.o)"
+            " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "WHERE x.indrelid = %s::regclass",
+            [LOGS_VIEW],
+        )
+        for name, definition, unique, primary, plain, columns in cursor.fetchall():
+            new_name = self._new_name(name)
+            keyed = ", ".join([*(f'"{c}"' for c in columns), LOGS_KEY])
+            if primary:
+                cursor.execute(
+                    f"ALTER TABLE {LOGS_BY_MONTH} ADD CONSTRAINT {new_name} PRIMARY KEY ({keyed})"
+                )
+            elif unique:
+                if not plain:
+                    raise ValueError(f"unique index {name} on expressions: cannot partition it")
+                cursor.execute(
+                    f"ALTER TABLE {LOGS_BY_MONTH} ADD CONSTRAINT {new_name} UNIQUE ({keyed})"
+                )
+            else:
+                head, _, tail = definition.partition(f" ON public.{LOGS_VIEW} ")
+                if not tail:
+                    head, _, tail = definition.partition(f" ON {LOGS_VIEW} ")
+                head = head.replace(f"INDEX {name}", f"INDEX {new_name}", 1)
+                cursor.execute(f"{head} ON {LOGS_BY_MONTH} {tail}")
+
+    @staticmethod
+    def _new_name(name: str) -> str:
+        return f"{name[:56]}_pm"
+
+    def _copy_triggers(self, cursor) -> None:
+        cursor.execute(
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+            "WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname",
+            [LOGS_VIEW],
+        )
+        for _name, definition in cursor.fetchall():
+            for table in (f" ON public.{LOGS_VIEW} ", f" ON {LOGS_VIEW} "):
+                if table in definition:
+                    definition = definition.replace(table, f" ON {LOGS_BY_MONTH} ", 1)
+                    break
+            cursor.execute(definition)
+
+    def _install_view(self, cursor, migrating: bool) -> None:
+        """The view and its INSTEAD OF triggers; while migrating, over both tables."""
+        columns = [name for name, _ in self._columns(cursor, LOGS_BY_MONTH) if name != LOGS_KEY]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        new_values = ", ".join(f'NEW."{c}"' for c in columns)
+        assignments = ", ".join(f'"{c}" = NEW."{c}"' for c in columns)
+        source = f"SELECT {listed} FROM {LOGS_BY_MONTH}"
+        if migrating:
+            source += f" UNION ALL SELECT {listed} FROM {LOGS_UNPARTITIONED}"
+        cursor.execute(f"DROP VIEW IF EXISTS {LOGS_VIEW}")
+        cursor.execute(f"CREATE VIEW {LOGS_VIEW} AS {source}")
+        # The view's columns default as the table's did (an INSERT naming only some works).
+        for name, default in self._columns(cursor, LOGS_BY_MONTH):
+            if name == "id":
+                default = f"nextval(pg_get_serial_sequence('{LOGS_BY_MONTH}', 'id'))"
+            if default is not None and name != LOGS_KEY:
+                cursor.execute(
+                    f'ALTER VIEW {LOGS_VIEW} ALTER COLUMN "{name}" SET DEFAULT {default}'
+                )
+        duplicate_check = (
+            f"IF EXISTS (SELECT 1 FROM {LOGS_UNPARTITIONED} WHERE run_id = NEW.run_id "
+            "AND sequence = NEW.sequence) THEN RAISE unique_violation USING MESSAGE = "
+            "format('duplicate key value: run %L sequence %s', NEW.run_id, NEW.sequence), "
+            "CONSTRAINT = 'run_logs_run_sequence'; END IF;"
+            if migrating
+            else ""
+        )
+        lookup = (
+            "SELECT started_at INTO started FROM skill_runs WHERE id = NEW.run_id FOR KEY SHARE; "
+            "IF NOT FOUND THEN RAISE foreign_key_violation USING MESSAGE = format("
+            "'insert or update on skill_run_logs: run %L is not in skill_runs', NEW.run_id); "
+            "END IF;"
+        )
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION skill_run_logs_view_insert() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ DECLARE started timestamptz; BEGIN "
+            f"{lookup} {duplicate_check} "
+            f"INSERT INTO {LOGS_BY_MONTH} ({listed}, {LOGS_KEY}) VALUES ({new_values}, started);"
+            " RETURN NEW; END $$"
+        )
+        old_update = (
+            f"UPDATE {LOGS_UNPARTITIONED} SET {assignments} WHERE id = OLD.id;" if migrating else ""
+        )
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION skill_run_logs_view_update() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ DECLARE started timestamptz; BEGIN "
+            f"{lookup} "
+            f"UPDATE {LOGS_BY_MONTH} SET {assignments}, {LOGS_KEY} = started WHERE id = OLD.id;"
+            f" {old_update} RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER skill_run_logs_view_insert INSTEAD OF INSERT ON {LOGS_VIEW} "
+            "FOR EACH ROW EXECUTE FUNCTION skill_run_logs_view_insert()"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER skill_run_logs_view_update INSTEAD OF UPDATE ON {LOGS_VIEW} "
+            "FOR EACH ROW EXECUTE FUNCTION skill_run_logs_view_update()"
+        )
+        if migrating:  # a UNION view is not updatable by itself
+            cursor.execute(
+                "CREATE OR REPLACE FUNCTION skill_run_logs_view_delete() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {LOGS_BY_MONTH} WHERE id = OLD.id; "
+                f"DELETE FROM {LOGS_UNPARTITIONED} WHERE id = OLD.id; RETURN OLD; END $$"
+            )
+            cursor.execute(
+                f"CREATE TRIGGER skill_run_logs_view_delete INSTEAD OF DELETE ON {LOGS_VIEW} "
+                "FOR EACH ROW EXECUTE FUNCTION skill_run_logs_view_delete()"
+            )
+
+    def _install_run_triggers(self, cursor) -> None:
+        """The foreign key's duties, as triggers on skill_runs (see the class docstring)."""
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION skill_run_logs_cascade() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {LOGS_BY_MONTH} l USING gone_runs g "
+            f"WHERE l.run_id = g.id AND l.{LOGS_KEY} = g.started_at; RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER skill_run_logs_cascade AFTER DELETE ON skill_runs "
+            "REFERENCING OLD TABLE AS gone_runs FOR EACH STATEMENT "
+            "EXECUTE FUNCTION skill_run_logs_cascade()"
+        )
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION skill_run_logs_truncate() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN TRUNCATE {LOGS_BY_MONTH}; RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER skill_run_logs_truncate AFTER TRUNCATE ON skill_runs "
+            "FOR EACH STATEMENT EXECUTE FUNCTION skill_run_logs_truncate()"
+        )
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION skill_run_logs_follow_run() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "IF OLD.id IS DISTINCT FROM NEW.id AND EXISTS (SELECT 1 FROM "
+            f"{LOGS_BY_MONTH} WHERE run_id = OLD.id AND {LOGS_KEY} = OLD.started_at) THEN "
+            "RAISE foreign_key_violation USING MESSAGE = format("
+            "'run %L still has logs in skill_run_logs', OLD.id); END IF; "
+            f"UPDATE {LOGS_BY_MONTH} SET {LOGS_KEY} = NEW.started_at "
+            f"WHERE run_id = OLD.id AND {LOGS_KEY} = OLD.started_at; RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER skill_run_logs_follow_run AFTER UPDATE OF id, started_at "
+            "ON skill_runs FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR "
+            "OLD.started_at IS DISTINCT FROM NEW.started_at) "
+            "EXECUTE FUNCTION skill_run_logs_follow_run()"
+        )
+
+    def move_batch(self, batch_size: int = 20_000) -> int:
+        """Move the oldest ``batch_size`` rows of the old table into their months, in one
+        transaction; returns how many moved (0: none left). Killed at any moment, every row
+        is in exactly one of the two tables.
+
+        The carried-over triggers must not see a move as a new event (the failure roll-ups
+        would count it twice): the transaction runs with session_replication_role =
+        replica, which needs a superuser or, on PostgreSQL 15, GRANT SET ON PARAMETER
+        session_replication_role to the role.
+        """
+        columns = None
+        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            columns = [name for name, _ in self._columns(cursor, LOGS_UNPARTITIONED)]
+            listed = ", ".join(f'"{c}"' for c in columns)
+            moved_listed = ", ".join(f'm."{c}"' for c in columns)
+            cursor.execute(
+                f"WITH batch AS (SELECT id FROM {LOGS_UNPARTITIONED} ORDER BY id LIMIT %s "
+                f"FOR UPDATE), moved AS (DELETE FROM {LOGS_UNPARTITIONED} o USING batch b "
+                f"WHERE o.id = b.id RETURNING o.*), placed AS (INSERT INTO {LOGS_BY_MONTH} "
+                f"({listed}, {LOGS_KEY}) SELECT {moved_listed}, r.started_at FROM moved m "
+                "JOIN skill_runs r ON r.id = m.run_id RETURNING 1) "
+                "SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM placed)",
+                [batch_size],
+            )
+            moved, placed = cursor.fetchone()
+            if moved != placed:
+                raise IntegrityError(f"{moved - placed} logs have no run: nothing moved")
+        return moved
+
+    def remaining(self) -> int:
+        with self.connection.cursor() as cursor:
+            if self._relkind(cursor, LOGS_UNPARTITIONED) is None:
+                return 0
+            cursor.execute(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+                [LOGS_UNPARTITIONED],
+            )
+            return cursor.fetchone()[0]
+
+    def finish(self) -> None:
+        """Once the old table is empty: drop it, and make the view a plain one over the
+        partitioned table (updatable, so DELETE reaches the partitions with pruning)."""
+        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {LOGS_UNPARTITIONED} IN ACCESS EXCLUSIVE MODE")
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {LOGS_UNPARTITIONED})")
+            if cursor.fetchone()[0]:
+                raise ValueError("rows are left to move: run move_batch first")
+            cursor.execute(
+                "SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+                "WHERE x.indrelid = %s::regclass",
+                [LOGS_UNPARTITIONED],
+            )
+            names = [name for (name,) in cursor.fetchall()]
+            cursor.execute(f"DROP VIEW {LOGS_VIEW}")
+            cursor.execute(f"DROP TABLE {LOGS_UNPARTITIONED}")
+            cursor.execute("DROP FUNCTION IF EXISTS skill_run_logs_view_delete()")
+            # The indexes get their old names back (code refers to some by name).
+            for name in names:
+                cursor.execute(
+                    "SELECT c.conname FROM pg_constraint c WHERE c.conrelid = %s::regclass "
+                    "AND c.conname = %s",
+                    [LOGS_BY_MONTH, self._new_name(name)],
+                )
+                if cursor.fetchone():
+                    cursor.execute(
+                        f"ALTER TABLE {LOGS_BY_MONTH} RENAME CONSTRAINT "
+                        f"{self._new_name(name)} TO {name}"
+                    )
+                else:
+                    cursor.execute(f"ALTER INDEX IF EXISTS {self._new_name(name)} RENAME TO {name}")
+            self._install_view(cursor, migrating=False)
+
+    # --- upkeep ------------------------------------------------------------------------
+
+    def ensure_months(self, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
+        """Create the partitions of this month and the next ``months_ahead`` ones; returns
+        the names created. Run from the purge's cron line (purge_runs does it)."""
+        created = []
+        month = _month_start(now or datetime.now(UTC))
+        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+            # A short wait for the lock, never a queue of blocked writers behind it.
+            cursor.execute("SET LOCAL lock_timeout = '5s'")
+            for _ in range(months_ahead + 1):
+                if self._create_month(cursor, month):
+                    created.append(f"skill_run_logs_m{month:%Y%m}")
+                month = _next_month(month)
+        return created
+
+    def drop_months_before(self, cutoff: datetime) -> list[tuple[str, int]]:
+        """Drop every month partition that ends at or before ``cutoff``: all its logs belong
+        to runs started before it. Returns (partition, rows dropped). The runs themselves
+        are deleted afterwards by purge_batch, which then finds no logs to delete. Each
+        drop is its own short transaction (an ACCESS EXCLUSIVE lock on the parent for a
+        moment; lock_timeout keeps it from queueing writers for long)."""
+        dropped = []
+        for name, _start, end, _estimate in self.partitions():
+            if end is None or end > cutoff:
+                continue
+            with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '10s'")
+                cursor.execute(f"SELECT count(*) FROM {name}")
+                rows = cursor.fetchone()[0]
+                cursor.execute(f"DROP TABLE {name}")
+            dropped.append((name, rows))
+        return dropped
