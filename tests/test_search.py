@@ -125,7 +125,10 @@ CORPUS = {
     "chinese": dict(output="我们的订单已经发货了"),
     "ident": dict(
         events=[
-            ("tool_call", {"tool": "lookup", "call_id": "call_f5a04b56813c", "order": "ORD-2231-X"}),
+            (
+                "tool_call",
+                {"tool": "lookup", "call_id": "call_f5a04b56813c", "order": "ORD-2231-X"},
+            ),
             ("tool_result", {"email": "jane.doe@example.com", "path": "/var/log/app/error.log"}),
         ]
     ),
@@ -469,4 +472,3 @@ def test_search_needs_the_permission(client, django_user_model, corpus):
 def test_run_page_loads_the_highlight_script(viewer, corpus):
     html = viewer.get(reverse("runs:run_detail", args=["latin"])).content.decode()
     assert "/static/runs/search.js" in html
-
