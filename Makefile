@@ -2,10 +2,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# The generated key lives in var/ so sessions survive restarts; SECRET_KEY overrides it.
-WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
+# The data folder (SKILLAUDIT_DATA_DIR, var/ by default, as in settings.py) keeps the
+# generated key so sessions survive restarts; SECRET_KEY overrides it. Folder 0700, key 0600
+# from the first byte (umask 077 before anything is written).
+DATA_DIR := $(or $(SKILLAUDIT_DATA_DIR),var)
+KEY_FILE := $(DATA_DIR)/secret_key
+WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat '$(KEY_FILE)')}"
 
-.PHONY: install run test lint browser bench clean
+.PHONY: key install run test lint browser bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +18,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-var/secret_key:
-	mkdir -p var
-	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
-	chmod 600 $@
+$(KEY_FILE):
+	umask 077 && mkdir -p '$(DATA_DIR)' && chmod 700 '$(DATA_DIR)' && \
+	  $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > '$@.tmp' && mv '$@.tmp' '$@'
+
+key: $(KEY_FILE)
 
 # Migrate, add demo data to an empty database, make sure an admin login exists, serve.
-run: install var/secret_key
+run: install $(KEY_FILE)
 	$(WITH_KEY) $(PY) manage.py migrate --noinput
 	$(WITH_KEY) $(PY) manage.py seed_demo --if-empty
 	$(WITH_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0

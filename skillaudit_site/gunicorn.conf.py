@@ -3,11 +3,26 @@
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-# Two sync workers measured fastest on 2 cores (215-315 pages/s under wrk; 4 were slower).
+# Two processes on 2 cores (two sync workers measured fastest: 215-315 pages/s under wrk;
+# 4 were slower), each with a pool of threads (gthread): a slow client, trickling its
+# request headers or reading its answer slowly, holds one thread until `timeout`, not a
+# whole worker. With two sync workers, two such sockets made /healthz time out;
+# tests/system/slow_clients.py holds four and still gets /healthz in under a second.
+# Threads share a process's GIL, so they add no CPU: the pool is for waiting on sockets
+# and the database. A production site also puts a buffering reverse proxy (nginx, see
+# README.md) in front, which takes slow clients off gunicorn entirely.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Idle keep-alive connections are closed after this many seconds (each holds a slot).
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # Recycle workers now and then so a slow leak can never grow without bound.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = 500
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 wsgi_app = "skillaudit_site.wsgi:application"
+# Files gunicorn and its workers create are the owner's only (settings.py does the same
+# for every Python entry point).
+umask = 0o077
+os.umask(umask)

@@ -10,6 +10,19 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("SKILLAUDIT_DATA_DIR", BASE_DIR / "var"))
 
+# Whatever this process writes is its owner's only, from the first byte: the data folder
+# 0700, the SQLite file and its -wal/-shm, the generated password, the cache 0600. Set here
+# because every entry point loads the settings first (manage.py's commands, gunicorn's
+# workers); a chmod after writing would leave a window, and sqlite makes -wal/-shm itself.
+os.umask(0o077)
+
+
+def ensure_data_dir() -> None:
+    """The data folder, made 0700 (and tightened to 0700 if an older version left it open)."""
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if DATA_DIR.stat().st_mode & 0o077 and DATA_DIR.stat().st_uid == os.getuid():
+        DATA_DIR.chmod(0o700)
+
 
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
@@ -109,7 +122,7 @@ DATABASES = {
 }
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir()
     _db["CONN_MAX_AGE"] = 0
     # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
     # concurrent writers queue on the busy timeout instead of failing with "locked".
@@ -207,6 +220,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# Django's storage chmods what it writes (collectstatic's copies) to 0644 by default: keep
+# the data folder's files the owner's only, like everything else in it.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -229,6 +246,11 @@ SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000")) if 
 # Both bind every subdomain (preload: for years, in browsers' built-in lists): opt-in only.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = HTTPS and env_bool("SECURE_HSTS_PRELOAD")
+# check --deploy warns while either is off; off is the chosen default, not an oversight.
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
 SKILLAUDIT_BEHIND_PROXY = env_bool("SKILLAUDIT_BEHIND_PROXY")
 if SKILLAUDIT_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself and strips it from clients.
@@ -294,6 +316,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["runs.api.permissions.CanViewRuns"],
+    # The ways to log in (AnonymousRateLimit only throttles those that do not).
+    "AUTHENTICATION_WHITELIST": [
+        "access.authentication.HashedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
