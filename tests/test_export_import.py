@@ -775,3 +775,21 @@ def test_same_json_compares_values_not_spelling():
     assert not importer.same_json(1, "1")
     assert not importer.same_json({"a": None}, {})
     assert RunTransfer().stored_runs(["nothing"]) == {}
+
+
+@pytest.mark.django_db
+def test_a_corrupt_gzip_body_is_a_clear_error(django_user_model):
+    hostile_history()
+    data = gzip.compress(export_all())
+    wipe()
+    summary = import_bytes(data[: len(data) // 2])
+    assert summary.error.startswith("gzip: the compressed data is corrupt or cut short")
+    writer = token_client(user_with(django_user_model, "importer", IMPORT))
+    response = writer.generic(
+        "POST", "/api/runs/import/", b"\x1f\x8bnot gzip", content_type="application/x-ndjson"
+    )
+    assert response.status_code == 400 and response.json()["detail"].startswith("gzip:")
+    response = writer.generic(
+        "POST", "/api/runs/import/", data, content_type="application/x-ndjson"
+    )
+    assert response.status_code == 200 and response.json()["created"] == 12

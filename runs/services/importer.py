@@ -26,6 +26,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -364,7 +365,17 @@ def _json_records(lines: Iterator[str]) -> Iterator[Record]:
 
 def read_records(stream: io.BufferedIOBase) -> Iterator[Record]:
     """Records from a binary stream: gzip (by its magic bytes), then JSON or CSV (by the
-    first character: JSON starts with "{" or "[")."""
+    first character: JSON starts with "{" or "["). A corrupt or cut gzip stream is a
+    MalformedRecord too (the records before it come first)."""
+    try:
+        yield from _read_records(stream)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise MalformedRecord(
+            "gzip", f"the compressed data is corrupt or cut short ({exc})"
+        ) from None
+
+
+def _read_records(stream: io.BufferedIOBase) -> Iterator[Record]:
     if not isinstance(stream, io.BufferedReader | gzip.GzipFile):
         stream = io.BufferedReader(stream)
     if stream.peek(2)[:2] == b"\x1f\x8b":
