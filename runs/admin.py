@@ -14,6 +14,8 @@ What the stock ModelAdmin does that this one does not, and why:
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
@@ -233,13 +235,13 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
         "caller_id",
         "channel_id",
         "status",
-        "started_at",
+        "started",
         "duration",
         "tokens",
     )
     list_filter = (StatusFilter, ("started_at", admin.DateFieldListFilter))
     # Only columns with an index that starts with them; others would sort the whole table.
-    sortable_by = ("id", "started_at")
+    sortable_by = ("id", "started")
     ordering = ("-started_at", "-id")
     search_fields = ("id", "skill_id", "caller_id", "channel_id")
     search_help_text = "An exact run id, skill, caller or channel."
@@ -342,7 +344,19 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
         # Runs are recorded by executors; a hand-made run would be a forged audit entry.
         return False
 
+    class Media:
+        # The changelist fits 1,440 px (issue 17): ids wrap instead of widening the table.
+        css = {"all": ("runs/admin.css",)}
+
     # --- list columns ----------------------------------------------------------------
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, run):
+        """As the dashboard shows it: UTC, with the zone."""
+        utc = run.started_at.astimezone(UTC)
+        return format_html(
+            '<time datetime="{}">{}</time>', utc.isoformat(), f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
 
     @admin.display(description="duration")
     def duration(self, run):
@@ -352,11 +366,10 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
             run.runtime_seconds or (run.finished_at - run.started_at).total_seconds()
         )
 
-    @admin.display(description="tokens in / out / thinking")
+    @admin.display(description="tokens in/out/think")
     def tokens(self, run):
         return (
-            f"{run.total_input_tokens:,} / {run.total_output_tokens:,}"
-            f" / {run.total_thinking_tokens:,}"
+            f"{run.total_input_tokens:,}/{run.total_output_tokens:,}/{run.total_thinking_tokens:,}"
         )
 
     # --- change page -----------------------------------------------------------------

@@ -820,6 +820,20 @@ class SkillRunCountManager(models.Manager):
         ~46 hour rows per skill and status, so a busy week costs what a quiet one does."""
         return self._by_skill_and_status(since), self._by_skill_and_status(recent_since)
 
+    def days_by_skill(
+        self, first_day: datetime, skill_ids: Sequence[str]
+    ) -> dict[str, dict[datetime, dict[str, int]]]:
+        """{skill: {UTC day: {status: n}}} from the day buckets starting at ``first_day``,
+        for these skills only (a page of the skills page: its sparklines). A range of the
+        bucket key's index per skill, at most 8 days x the statuses each."""
+        days: dict[str, dict[datetime, dict[str, int]]] = {}
+        rows = self.filter(
+            span=self.model.Span.DAY, period_start__gte=first_day, skill_id__in=list(skill_ids)
+        ).values_list("skill_id", "period_start", "status", "runs")
+        for skill_id, day, status, n in rows:
+            days.setdefault(skill_id, {}).setdefault(day, {})[status] = int(n)
+        return days
+
     def _by_skill_and_status(self, since: datetime) -> dict[str, dict[str, int]]:
         """Whole days from ``since``'s next midnight (UTC) on, whole hours before that
         from its next full hour, and the runs themselves for the part of an hour left."""

@@ -100,7 +100,7 @@ def test_list_shows_the_columns_newest_first_with_the_id_as_tie_break(admin_clie
     for header in ("skill", "caller", "channel", "status", "started", "duration", "tokens"):
         assert f">{header}" in html.lower() or header in html.lower()
     assert "1m 30s" in html
-    assert "1,200 / 34 / 5" in html
+    assert "1,200/34/5" in html
     assert "5 skill runs" in html
 
 

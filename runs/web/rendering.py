@@ -327,37 +327,83 @@ def skill_rows(skills, quiet_days: int) -> SafeString:
             f'<tr><td class="id"><a href="{esc(runs_of)}">{esc(skill["id"])}</a></td>'
             f"<td>{_when(skill['last_run'], 'never')}</td>"
             f"<td>{_when(skill['last_ok'], 'never')}</td>"
-            f'<td class="counts">{badges.counts(skill_query, skill["day"])}</td>'
-            f'<td class="counts">{badges.counts(skill_query, skill["week"])}</td>'
+            f'<td class="counts day">{badges.counts(skill_query, skill["day"], DAY)}</td>'
+            f'<td class="counts week">{badges.counts(skill_query, skill["week"], WEEK)}</td>'
+            f'<td class="spark">{sparkline(skill.get("days") or [])}</td>'
             f"<td>{flags}</td></tr>\n"
         )
     return mark_safe("".join(rows))
 
 
+# The windows of the skills page's chips: each opens the list over the same window.
+DAY, WEEK = "-24h", "-7d"
+# Sparkline colours by status: the badge classes (ok, bad, warn, running, muted).
+SPARK_WIDTH, SPARK_HEIGHT, SPARK_BAR = 70, 20, 8
+
+
+def sparkline(days) -> str:
+    """A 7-day bar chart (one stacked bar per UTC day, one segment per status) as inline
+    SVG drawn here from the skill_run_counts day buckets: ``days`` is a list of
+    (date text, [(status, n), ...]) oldest first. Each bar's <title> (escaped) says the
+    day's counts; heights are relative to the skill's busiest day."""
+    if not days:
+        return ""
+    top = max((sum(n for _, n in counts) for _, counts in days), default=0) or 1
+    step = SPARK_WIDTH / len(days)
+    parts = []
+    for i, (day, counts) in enumerate(days):
+        x = i * step
+        y = float(SPARK_HEIGHT)
+        label = ", ".join(f"{status} {n}" for status, n in counts) or "no runs"
+        rects = []
+        for status, n in counts:
+            h = SPARK_HEIGHT * n / top
+            y -= h
+            rects.append(
+                f'<rect class="{esc(status_class(status))}" x="{x:.1f}" y="{y:.2f}" '
+                f'width="{SPARK_BAR}" height="{h:.2f}"></rect>'
+            )
+        parts.append(
+            f"<g><title>{esc(day)}: {esc(label)}</title>"
+            f'<rect class="slot" x="{x:.1f}" y="0" width="{SPARK_BAR}" '
+            f'height="{SPARK_HEIGHT}"></rect>{"".join(rects)}</g>'
+        )
+    return (
+        f'<svg class="spark" viewBox="0 0 {SPARK_WIDTH} {SPARK_HEIGHT}" width="{SPARK_WIDTH}"'
+        f' height="{SPARK_HEIGHT}" role="img" aria-label="runs per day, last 7 days">'
+        f"{''.join(parts)}</svg>"
+    )
+
+
 class _StatusBadges:
-    """Status badges with counts; a known status links to the list of its runs."""
+    """Status badges with counts; a known status links to the list of its runs over the
+    chip's window (since=-24h or -7d), nested runs included, as the counts are."""
 
     def __init__(self):
-        # status -> (badge HTML, the link's escaped tail after "status=", or None)
-        self._parts: dict[str, tuple[str, str | None]] = {}
+        # (status, window) -> (badge HTML, the link's escaped tail after "status=", or None)
+        self._parts: dict[tuple[str, str], tuple[str, str | None]] = {}
 
-    def counts(self, skill_query: str, counts) -> str:
+    def counts(self, skill_query: str, counts, window: str = WEEK) -> str:
         """``counts``: (status, n, known) triples; ``skill_query`` the escaped list URL
         up to "status=" for one skill."""
         if not counts:
             return '<span class="muted">none</span>'
         out = []
         for status, n, known in counts:
-            badge, tail = self._part(status, known)
+            badge, tail = self._part(status, known, window)
             if tail is None:
                 out.append(f"<span>{badge} {count(n)}</span>")
             else:
                 out.append(f'<a href="{skill_query}{tail}">{badge} {count(n)}</a>')
         return " ".join(out)
 
-    def _part(self, status: str, known: bool) -> tuple[str, str | None]:
-        part = self._parts.get(status)
+    def _part(self, status: str, known: bool, window: str) -> tuple[str, str | None]:
+        part = self._parts.get((status, window))
         if part is None:
-            tail = esc(f"{quote_plus(status)}&include_nested=1") if known else None
-            part = self._parts[status] = (_badge(status), tail)
+            tail = (
+                esc(f"{quote_plus(status)}&include_nested=1&include_dry_run=1&since={window}")
+                if known
+                else None
+            )
+            part = self._parts[(status, window)] = (_badge(status), tail)
         return part

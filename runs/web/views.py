@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -389,11 +389,26 @@ def run_export(request, run_id):
 # --- skills ----------------------------------------------------------------------------
 
 
+SKILL_SORTS = {
+    "last_run": "last run, newest first",
+    "name": "name",
+    "failures": "failed runs in 7 days, most first",
+}
+SKILLS_PAGE_SIZE = 100
+
+
 @dashboard_view
 def skill_overview(request):
-    problems = parameter_problems(request.GET, set())
+    problems = parameter_problems(request.GET, {"sort", "page"})
+    sort = request.GET.get("sort") or "last_run"
+    if sort not in SKILL_SORTS:
+        problems["sort"] = [f"must be one of {', '.join(SKILL_SORTS)}"]
+    page = request.GET.get("page") or "1"
+    if not page.isdigit() or len(page) > 6 or int(page) < 1:
+        problems["page"] = ["must be a page number (1, 2, ...)"]
     if problems:
         return bad_request(request, problems)
+    page = int(page)
     now = timezone.now()
     skill_ids = SkillRun.objects.skill_ids()
     last_run = SkillRun.objects.last_started_by_skills(skill_ids, include_failed=True)
@@ -416,13 +431,56 @@ def skill_overview(request):
         }
         for skill_id in skill_ids
     ]
-    # Most recently active first; skills that never ran last.
-    skills.sort(key=lambda s: (s["last_run"] is not None, s["last_run"] or now), reverse=True)
+    _sort_skills(skills, sort, now)
+    total = len(skills)
+    pages = max(1, -(-total // SKILLS_PAGE_SIZE))
+    page = min(page, pages)
+    skills = skills[(page - 1) * SKILLS_PAGE_SIZE : page * SKILLS_PAGE_SIZE]
+    _add_sparklines(skills, now)
     return render(
         request,
         "runs/skills.html",
-        {"skills": skills, "quiet_days": settings.SKILLAUDIT_QUIET_AFTER_DAYS, "nav": "skills"},
+        {
+            "skills": skills,
+            "skill_total": total,
+            "quiet_days": settings.SKILLAUDIT_QUIET_AFTER_DAYS,
+            "nav": "skills",
+            "sort": sort,
+            "sorts": SKILL_SORTS,
+            "page": page,
+            "pages": pages,
+            "previous_page": page - 1 if page > 1 else None,
+            "next_page": page + 1 if page < pages else None,
+        },
     )
+
+
+def _sort_skills(skills: list[dict], sort: str, now) -> None:
+    if sort == "name":
+        skills.sort(key=lambda s: s["id"])
+    elif sort == "failures":
+        failed = set(contract.FAILED_STATUSES)
+        skills.sort(key=lambda s: (-sum(n for st, n, _ in s["week"] if st in failed), s["id"]))
+    else:
+        # Most recently active first; skills that never ran last.
+        skills.sort(key=lambda s: (s["last_run"] is not None, s["last_run"] or now), reverse=True)
+
+
+def _add_sparklines(skills: list[dict], now) -> None:
+    """Each skill's last 7 UTC days (today included) from the day buckets, for the page's
+    skills only: [(day, [(status, n), ...]), ...] oldest first."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = today - timedelta(days=6)
+    buckets = SkillRunCount.objects.days_by_skill(first, [s["id"] for s in skills])
+    for skill in skills:
+        by_day = buckets.get(skill["id"], {})
+        skill["days"] = [
+            (
+                f"{day:%a %d %b}",
+                sorted(by_day.get(day, {}).items()),
+            )
+            for day in (first + timedelta(days=i) for i in range(7))
+        ]
 
 
 def _status_counts(counts: dict[str, int]) -> list[tuple[str, int, bool]]:
