@@ -31,6 +31,13 @@
     return new RegExp(alternatives.join("|"), "giu");
   }
 
+  function hidden(el) {
+    for (; el && el.id !== "main"; el = el.parentElement) {
+      if (el.hidden || getComputedStyle(el).display === "none") return true;
+    }
+    return false;
+  }
+
   function textNodes(root) {
     const skip = "SCRIPT,STYLE,TEXTAREA,INPUT,SELECT,OPTION,BUTTON,FORM,NAV,HEADER";
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
@@ -40,6 +47,9 @@
         if (!parent || parent.closest(skip) || parent.closest(".search-bar")) {
           return NodeFilter.FILTER_REJECT;
         }
+        // Text another script hides (a payload's raw text while its tree is shown) is not
+        // a match anyone can see; text in a closed <details> is (next match opens it).
+        if (hidden(parent)) return NodeFilter.FILTER_REJECT;
         return NodeFilter.FILTER_ACCEPT;
       },
     });
@@ -134,6 +144,7 @@
     main.prepend(bar);
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  // After "load": the page's other scripts have built what they show by then.
+  if (document.readyState === "complete") start();
+  else window.addEventListener("load", start);
 })();
