@@ -250,3 +250,108 @@ def test_langchain_through_openinference(otlp, transactional_db):
     )
     assert failed["is_error"] is True and failed["error"] == "tool exploded"
     replays_change_nothing(captured, exporter)
+
+
+def test_openai_agents_handoff_through_openinference(otlp, transactional_db):
+    """OpenAI Agents SDK with a scripted model (it opens the SDK's own generation spans,
+    as the SDK's model classes do): a tool, a failing tool (the SDK redacts its output),
+    a handoff to a sibling agent."""
+    import asyncio
+    import json
+
+    from agents import Agent, Runner, function_tool, set_trace_processors
+    from agents.items import ModelResponse
+    from agents.models.interface import Model
+    from agents.tracing import generation_span
+    from agents.usage import Usage
+    from openai.types.responses import (
+        ResponseFunctionToolCall,
+        ResponseOutputMessage,
+        ResponseOutputText,
+    )
+    from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+
+    provider, captured, exporter = otlp
+
+    def says(text):
+        return ResponseOutputMessage(
+            id="m", type="message", role="assistant", status="completed",
+            content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+        )  # fmt: skip
+
+    def calls(name, arguments, call_id):
+        return ResponseFunctionToolCall(
+            type="function_call", name=name, arguments=json.dumps(arguments),
+            call_id=call_id, id=f"f{call_id}", status="completed",
+        )  # fmt: skip
+
+    class Scripted(Model):
+        def __init__(self, turns):
+            self.turns = list(turns)
+
+        async def get_response(self, system_instructions, input, *args, **kwargs):
+            output = self.turns.pop(0)
+            with generation_span(
+                model="scripted-1", input=[{"role": "user", "content": str(input)[:200]}]
+            ) as span:
+                span.span_data.output = [item.model_dump() for item in output]
+                span.span_data.usage = {"input_tokens": 11, "output_tokens": 3}
+            return ModelResponse(
+                output=output,
+                usage=Usage(requests=1, input_tokens=11, output_tokens=3, total_tokens=14),
+                response_id=None,
+            )
+
+        def stream_response(self, *args, **kwargs):
+            raise NotImplementedError
+
+    @function_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return f"found {q}"
+
+    @function_tool
+    def broken(x: int) -> str:
+        """Fails."""
+        raise ValueError("tool exploded")
+
+    researcher = Agent(
+        name="researcher", instructions="dig", model=Scripted([[says("deep answer")]])
+    )
+    triage = Agent(
+        name="triage", instructions="route", tools=[lookup, broken], handoffs=[researcher],
+        model=Scripted([
+            [calls("lookup", {"q": "disk"}, "c1"), calls("broken", {"x": 1}, "c2")],
+            [calls("transfer_to_researcher", {}, "c3")],
+        ]),
+    )  # fmt: skip
+    set_trace_processors([])  # nothing to OpenAI's own tracing service
+    instrumentor = OpenAIAgentsInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        result = asyncio.run(Runner.run(triage, "why is the disk full?"))
+    finally:
+        instrumentor.uninstrument()
+    assert result.final_output == "deep answer"
+
+    root = SkillRun.objects.get(parent_run_id="")
+    assert root.skill_id == "Agent workflow"
+    triage_run = SkillRun.objects.get(skill_id="triage")
+    research_run = SkillRun.objects.get(skill_id="researcher")
+    # The handoff target is a sibling of the agent that handed off: a child of their
+    # common enclosing run.
+    assert triage_run.parent_run_id == research_run.parent_run_id == root.id
+    assert (triage_run.total_input_tokens, triage_run.total_output_tokens) == (22, 6)
+    assert (research_run.total_input_tokens, research_run.total_output_tokens) == (11, 3)
+    assert root.total_input_tokens == 0  # never a child run's tokens
+    assert triage_run.tool_calls_count == 3  # lookup, broken and the handoff
+    assert research_run.output == "deep answer"
+    results = {
+        e.payload["tool"]: e.payload
+        for e in SkillRunLog.objects.filter(run_id=triage_run.id, event_type="tool_result")
+    }
+    assert set(results) == {"lookup", "broken", "handoff to researcher"}
+    assert results["lookup"]["result"] == "found disk"
+    assert results["broken"]["is_error"] is True
+    assert "broken" in results["broken"]["error"]
+    replays_change_nothing(captured, exporter)

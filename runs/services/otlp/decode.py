@@ -33,9 +33,6 @@ STATUS_ERROR = Status.STATUS_CODE_ERROR
 ZERO_TRACE = bytes(16)
 ZERO_SPAN = bytes(8)
 
-# NUL and surrogates: what contract.clean_text replaces (PostgreSQL stores neither).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
 
 class BodyError(ValueError):
     """The body as a whole cannot be read: HTTP ``status`` with this message."""
@@ -50,7 +47,10 @@ class Refused(ValueError):
 
 
 def clean(text: str) -> str:
-    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
+    """NUL replaced (PostgreSQL stores none). A string read from a protobuf message holds no
+    surrogate: upb accepts only valid UTF-8, and JSON bodies have theirs replaced before
+    parsing (_without_surrogates). A substring test is ~10x cheaper than the regex."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def media_type(content_type: str) -> str:
@@ -246,7 +246,14 @@ def to_span(span: ProtoSpan, trace_id: str, span_id: str) -> Span:
 def attributes(pairs) -> dict:
     out = {}
     for pair in pairs:
-        out[clean(pair.key)] = value(pair.value)
+        key, v = pair.key, pair.value
+        if "\x00" in key:
+            key = clean(key)
+        if v.WhichOneof("value") == "string_value":  # most values: inlined
+            text = v.string_value
+            out[key] = text.replace("\x00", "\ufffd") if "\x00" in text else text
+        else:
+            out[key] = value(v)
     return out
 
 

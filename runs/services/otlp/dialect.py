@@ -132,21 +132,30 @@ def exception_of(span: Span) -> tuple[str, str]:
     return "", ""
 
 
+TEXT_PARTS = ("text", "output_text")
+
+
 def messages_text(messages) -> str:
     """The text of the last message's text parts (an answer), else the messages as JSON."""
     if not messages:
         return ""
     last = messages[-1] if isinstance(messages, list) else messages
     if isinstance(last, dict):
+        # GenAI: parts [{type: text, content}]; OpenAI response items: content
+        # [{type: output_text, text}]; OpenInference: contents (below).
         parts = last.get("parts")
+        if not isinstance(parts, list):
+            parts = last.get("content")
+        if not isinstance(parts, list) and isinstance(last.get("contents"), list):
+            # OpenInference: message.contents.N.message_content.{type, text}
+            parts = [c.get("message_content", c) for c in last["contents"] if isinstance(c, dict)]
         if isinstance(parts, list):
-            texts = [
-                p.get("content")
-                for p in parts
-                if isinstance(p, dict)
-                and p.get("type") == "text"
-                and isinstance(p.get("content"), str)
-            ]
+            texts = []
+            for part in parts:
+                if isinstance(part, dict) and part.get("type") in TEXT_PARTS:
+                    value = part.get("content", part.get("text"))
+                    if isinstance(value, str):
+                        texts.append(value)
             if texts:
                 return "\n".join(texts)
         for key in ("content", "message.content"):

@@ -68,6 +68,12 @@ def read(span: Span) -> SpanFacts:
         facts.tokens = (inp, out, thinking)
         facts.input_messages = _messages(attrs, "llm.input_messages.")
         facts.output_messages = _messages(attrs, "llm.output_messages.")
+        if "output.value" in attrs and not _say_anything(facts.output_messages):
+            # Some instrumentations (OpenAI Agents) send the response items only as
+            # output.value (the flattened messages have a role and nothing else): they
+            # stand in for the output messages.
+            output = maybe_json(attrs["output.value"])
+            facts.output_messages = output if isinstance(output, list) else [output]
         event = {
             "span_id": span.span_id,
             "kind": kind,
@@ -174,6 +180,12 @@ def _span_event(span: Span, kind: str) -> dict:
     if span.error:
         event["error"] = _error(span)[0]
     return event
+
+
+def _say_anything(messages) -> bool:
+    return bool(messages) and any(
+        isinstance(m, dict) and any(key != "role" for key in m) for m in messages
+    )
 
 
 def _messages(attrs: dict, prefix: str) -> list | None:
