@@ -9,13 +9,14 @@ from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 from .. import converters  # noqa: F401 (registers <runid:>)
-from . import contract_methods
+from . import contract_methods, index
 from . import export as transfer
 from . import views as api
 
 app_name = "api"
 
 urlpatterns = [
+    path("", index.ApiIndexView.as_view(), name="index"),
     path("runs/", api.RunListView.as_view(), name="runs"),
     # Before the run routes: a run whose id is "export" or "import" is read with
     # POST /api/contract/get_run/.
