@@ -290,19 +290,24 @@ CURSOR = OpenApiParameter(
 def _list_parameters() -> list[OpenApiParameter]:
     """The list's query parameters, read off RunFilterSet so the two cannot drift apart."""
     described = {
-        "status": "a status, or `stale` (running longer than the stale threshold)",
+        "status": "a status, several separated by commas (`error,timeout`), `failed` "
+        "(error, timeout, budget_exceeded), or `stale` (running longer than the stale "
+        "threshold)",
+        "failed": "1: runs that failed, had a failed tool call or a failed run below them",
         "include_nested": "1: nested runs too (default: top-level runs only)",
         "include_dry_run": "1: dry runs too (default: hidden unless status=dry_run)",
         "q": 'search the runs\' texts and events: words, "a phrase", -excluded (a q with '
         "no word is a 400)",
-        "since": "started at or after (ISO 8601; no offset means UTC)",
-        "until": "started before (ISO 8601; no offset means UTC)",
+        "since": "started at or after (ISO 8601, no offset means UTC; a date: its start in "
+        "UTC; -1h, -24h, -7d: that long before now)",
+        "until": "started before (ISO 8601, no offset means UTC; a date: that whole day "
+        "included; -1h, -24h, -7d: that long before now)",
     }
     parameters = []
     for name, field in RunFilterSet.base_filters.items():
         extra = {"description": described.get(name, f"exact {name} id")}
         if isinstance(field, IsoDateTimeFilter):
-            kind = OpenApiTypes.DATETIME
+            kind = OpenApiTypes.STR  # a date-time, a date or -24h
         elif isinstance(field, StrictBooleanFilter):
             kind = OpenApiTypes.BOOL
         elif isinstance(field, IdFilter):
