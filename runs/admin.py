@@ -88,7 +88,11 @@ class EventTypeFilter(FixedChoicesFilter):
 
 
 def dashboard_url(run_id: str) -> str:
-    return reverse("runs:run_detail", args=[run_id])
+    # The id quoted whole, dots too: reverse() would leave "q/../victim" for browsers to
+    # shorten into another run's page.
+    return reverse("runs:run_detail", args=["RUNID"]).replace(
+        "RUNID", contract.run_id_segment(run_id), 1
+    )
 
 
 def run_change_url(run_id: str) -> str:

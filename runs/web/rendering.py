@@ -20,8 +20,6 @@ from django.utils.safestring import SafeString, mark_safe
 from .. import contract
 from ..formats import count, seconds, size  # noqa: F401 (template filters)
 
-# What django.urls.reverse leaves unquoted in a path (RFC 3986 sub-delims and /~:@).
-_PATH_SAFE = "/~:@!$&'()*+,;="
 _PLACEHOLDER = "RUNID"
 
 
@@ -47,6 +45,17 @@ def admin_pk(value: str) -> str:
     return admin_quote(value)
 
 
+def run_url(name: str, run_id: str, *args) -> str:
+    """The dashboard URL `name` of a run, its id quoted whole (dots and slashes too).
+
+    reverse() leaves "." and "/" as they are, so an id like "q/../victim-run" made a link
+    that browsers shorten to another run's page (dot segments); the API quotes ids the same
+    way (contract.run_id_segment). The view gets the id back decoded, dots included.
+    """
+    path = reverse(f"runs:{name}", args=[_PLACEHOLDER, *args])
+    return path.replace(_PLACEHOLDER, contract.run_id_segment(run_id), 1)
+
+
 class RunUrls:
     """Run URLs built from one reverse() each: reverse() per row is a third of a page."""
 
@@ -57,7 +66,7 @@ class RunUrls:
         }
 
     def __call__(self, name: str, run_id: str) -> str:
-        return self._patterns[name].replace(_PLACEHOLDER, quote(run_id, safe=_PATH_SAFE), 1)
+        return self._patterns[name].replace(_PLACEHOLDER, contract.run_id_segment(run_id), 1)
 
 
 def esc(value) -> str:
@@ -264,7 +273,7 @@ def tree_items(nodes, current_id: str) -> SafeString:
 
 def timeline_items(events, run_id: str) -> SafeString:
     """The <li> events of a run's timeline (presentation.TimelineEvent)."""
-    raw_prefix = reverse("runs:event_raw", args=[run_id, 0])[: -len("0/raw/")]
+    raw_prefix = run_url("event_raw", run_id, 0)[: -len("0/raw/")]
     return mark_safe("".join(_event(e, raw_prefix) for e in events))
 
 
