@@ -224,28 +224,26 @@ class SkillRunQuerySet(models.QuerySet):
         """Runs whose own text (id, inputs, output, error) or any of whose events match every
         required clause of ``query`` (a runs.search.SearchQuery), and no excluded one.
 
-        PostgreSQL: each required clause is a semi-join against its matching runs (run
-        texts UNION ALL events, each arm on its GIN index); the planner chooses from the
-        indexes' statistics between collecting a rare word's few runs and walking the list
-        newest first, probing each run (a common word). SQLite has no such statistics for
-        FTS5: the rarest required clause (counted in the fts5vocab tables) drives when it
-        is in at most SEARCH_SET_LIMIT rows; otherwise the list is walked and probed.
+        The rarest required clause drives when it is in at most SEARCH_SET_LIMIT indexed
+        rows: its matching runs (run texts UNION ALL events, each from its index) are
+        collected, then ordered newest first. Otherwise every clause is common, and the
+        list is walked newest first (on the filters' index) probing each run until a page
+        is full: a common word matches within the first runs walked, where collecting its
+        millions of matches took 5 s at 100k runs (the planner's own choice: it hashes the
+        whole set). How many rows hold a clause: the planner's estimate on PostgreSQL (the
+        expression indexes' statistics), the fts5vocab tables on SQLite.
         """
         sql = SearchSql(connections[self.db].vendor)
         qs = self
         required = list(query.required)
-        if sql.vendor == "postgresql":
-            for clause in required:
-                qs = qs.filter(pk__in=RawSQL(*sql.matching_ids(clause)))
-        else:
-            with connections[self.db].cursor() as cursor:
-                estimates = [(sql.estimate(cursor, clause), i) for i, clause in enumerate(required)]
-            count, rarest = min(estimates)
-            if count <= SEARCH_SET_LIMIT:
-                qs = qs.filter(pk__in=RawSQL(*sql.matching_ids(required.pop(rarest))))
-            for clause in required:
-                where, params = sql.run_matches(clause)
-                qs = qs.extra(where=[where], params=params)
+        with connections[self.db].cursor() as cursor:
+            estimates = [(sql.estimate(cursor, clause), i) for i, clause in enumerate(required)]
+        count, rarest = min(estimates)
+        if count <= SEARCH_SET_LIMIT:
+            qs = qs.filter(pk__in=RawSQL(*sql.matching_ids(required.pop(rarest))))
+        for clause in required:
+            where, params = sql.run_matches(clause)
+            qs = qs.extra(where=[where], params=params)
         for clause in query.excluded:
             where, params = sql.run_matches(clause)
             qs = qs.extra(where=[f"NOT {where}"], params=params)
@@ -1288,11 +1286,12 @@ def _search_index():
     return importlib.import_module("runs.migrations.0008_search_index")
 
 
-# Above this many indexed rows (run texts + events) holding its rarest word, a search walks
-# the runs newest first and probes each one, instead of collecting every matching run
-# first: a common word matches within the first runs walked, and collecting its millions
-# of matches is what "do not count every match" forbids. Measured in bench/search.py.
-SEARCH_SET_LIMIT = 20_000
+# Above this many indexed rows (run texts + events) holding its rarest clause, a search
+# walks the runs newest first and probes each one (~0.5 ms a run: its text and events
+# re-read), instead of collecting every matching run first (a few us a row). Where the two
+# cost the same depends on the history's size (~80k rows at 1M runs, ~25k at 100k);
+# bench/search.py measures both sides.
+SEARCH_SET_LIMIT = 50_000
 SNIPPET_SOURCE_CHARS = 2000
 
 
@@ -1386,8 +1385,23 @@ class SearchSql:
         )
 
     def estimate(self, cursor, clause) -> int:
-        """SQLite: at most how many indexed rows hold the clause (its rarest word or, for a
-        substring, its rarest trigram), from the fts5vocab tables: one probe per word."""
+        """About how many indexed rows (run texts and events) hold the clause.
+
+        PostgreSQL: the planner's row estimates for the clause on each table (from the
+        expression indexes' statistics; no row is read). SQLite: at most how many hold
+        its rarest word or, for a substring, its rarest trigram, from the fts5vocab
+        tables: one probe per word."""
+        if self.vendor == "postgresql":
+            total = 0
+            for table, (where, params) in (
+                ("skill_runs", self._pg_run_condition(clause)),
+                ("skill_run_logs", self._pg_log_condition(clause)),
+            ):
+                cursor.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {where}", params)
+                plan = cursor.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                total += int(plan[0]["Plan"]["Plan Rows"])
+            return total
         if clause.substring:
             text = clause.text
             terms = {text[i : i + 3] for i in range(len(text) - 2)}
