@@ -42,6 +42,7 @@ from django.db import connections, transaction
 
 from runs import contract
 from runs.contract import RunFilter
+from runs.managers import RunTransfer
 from runs.models import SkillRun, SkillRunCount, SkillRunLog
 from runs.services import purge
 from runs.storage import DjangoStorage
@@ -362,8 +363,30 @@ def _catalog() -> list[Query]:
             statements=3,  # the batch's ids, its logs, its runs
             writes=True,
         ),
+        # Export (runs.services.export): keyset batches of whole rows in list order, and
+        # a batch's events by run and sequence.
+        Query(
+            "export: first batch of every run",
+            lambda st, s: _first_batch(st, SkillRun.objects.all()),
+            walk_ok=True,
+        ),
+        Query(
+            "export: first batch of a skill's top-level runs",
+            lambda st, s: _first_batch(
+                st, SkillRun.objects.matching(RunFilter(skill_id=s.skill_id, top_level_only=True))
+            ),
+        ),
+        Query(
+            "export: a batch's events",
+            lambda st, s: RunTransfer(st.using).log_rows([s.run_id], 20_000),
+        ),
     ]
     return queries
+
+
+def _first_batch(storage: DjangoStorage, matching) -> list:
+    batches = RunTransfer(storage.using).run_batches(matching, 2000)
+    return next(batches, [])
 
 
 QUERIES: list[Query] = _catalog()
