@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.db.models import TextField
 from django.db.models.functions import Cast
@@ -51,7 +50,9 @@ def dashboard_view(view):
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
         if not (user.is_active and user.has_perm(VIEW_PERMISSION)):
-            raise PermissionDenied("You need the permission to view runs.")
+            # A response, not PermissionDenied: Django logs each PermissionDenied with its
+            # traceback, so any logged-in user could flood the log by reloading a page.
+            return render(request, "403.html", status=403)
         return view(request, *args, **kwargs)
 
     return require_GET(wrapper)
