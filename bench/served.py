@@ -161,6 +161,8 @@ def bench_env(database_url: str, secret_key: str, data_dir: Path) -> dict[str, s
         # The benchmarks drive one token far past a production rate on purpose: the
         # per-user API throttle would turn their load into 429s.
         API_THROTTLE_USER="off",
+        # The in-process timings use Django's test Client, whose Host is "testserver".
+        ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
     )
 
 
