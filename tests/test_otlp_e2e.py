@@ -355,3 +355,63 @@ def test_openai_agents_handoff_through_openinference(otlp, transactional_db):
     assert results["broken"]["is_error"] is True
     assert "broken" in results["broken"]["error"]
     replays_change_nothing(captured, exporter)
+
+
+def test_halves_of_a_trace_sent_at_once_by_two_exporters(live_server, django_user_model):
+    """Two exporters post the two halves of a trace at the same moment (the live server's
+    threads, like gunicorn's workers, take them in parallel): the trace is locked while it
+    is derived, so it is never stored from one half alone."""
+    import random
+    import threading
+
+    import requests
+
+    from tests.otlp_support import request_of
+    from tests.test_otlp_mapping import genai_trace
+
+    key = token_for(django_user_model)
+
+    def send(spans) -> None:
+        response = requests.post(
+            f"{live_server.url}/v1/traces",
+            data=request_of(spans).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+
+    def post_halves(halves, errors) -> None:
+        start = threading.Barrier(len(halves))
+
+        def post(half) -> None:
+            try:
+                start.wait(timeout=10)
+                send(half)
+            except BaseException as exc:  # reported by the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=post, args=(half,)) for half in halves]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    send(genai_trace(100))
+    reference = snapshot()
+    errors: list = []
+    for number in range(1, 13):
+        spans = genai_trace(number)
+        random.Random(number).shuffle(spans)
+        post_halves([spans[: len(spans) // 2], spans[len(spans) // 2 :]], errors)
+    assert not errors
+    # Every trace ends exactly like the one sent whole (ids aside).
+    runs, logs = snapshot()
+    assert len(runs) == 13 * len(reference[0]) and len(logs) == 13 * len(reference[1])
+
+    def shape(rows):
+        return sorted((r[1], r[5], r[8], r[11], r[14]) for r in rows)
+
+    for number in range(1, 13):
+        mine = [r for r in runs if r[0].startswith(f"otlp-{number:032x}")]
+        assert shape(mine) == shape(reference[0])
+    assert not SkillRun.objects.filter(status="running").exists()
