@@ -205,12 +205,12 @@ def _failures(run) -> str:
     if tools:
         parts.append(
             f'<span class="fail" title="Failed tool calls">{count(tools)} tool'
-            f"{'' if tools == 1 else 's'} failed</span>"
+            f"{'' if tools == 1 else 's'}</span>"
         )
     if below:
         parts.append(
             f'<span class="fail" title="Failed runs below this one in its call tree">'
-            f"{count(below)} sub-run{'' if below == 1 else 's'} failed</span>"
+            f"{count(below)} sub-run{'' if below == 1 else 's'}</span>"
         )
     return " ".join(parts)
 

@@ -130,6 +130,7 @@ def run_list(request):
         "query_params": list(request.GET.items()),
         "page_size": page_size,
         "page_sizes": PAGE_SIZES,
+        "default_page_size": PAGE_SIZE,
         "status_choices": _status_choices(request.GET.get("status", "")),
         "time_presets": TIME_PRESETS,
         "since_value": request.GET.get("since", ""),

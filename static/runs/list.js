@@ -33,7 +33,6 @@
       clearTimeout(timer);
       timer = setTimeout(ask, 120);
     });
-    input.addEventListener("focus", ask);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
