@@ -32,9 +32,6 @@ TIME_PRESETS = (("-1h", "last hour"), ("-24h", "last 24 h"), ("-7d", "last 7 day
 SUGGESTIONS = 20
 # The list shows an exact count up to this many runs, "more than" beyond it.
 COUNT_CAP = 1000
-# A search counts fewer: a common word's matches are found by probing runs one by one
-# (about a millisecond each, bench/search.py), so "more than 100" costs a tenth of 1,000.
-SEARCH_COUNT_CAP = 100
 EVENTS_PAGE_SIZE = 200
 CHILDREN_SHOWN = 100
 VIEW_PERMISSION = "runs.view_skillrun"
@@ -109,8 +106,12 @@ def run_list(request):
     cap = COUNT_CAP
     if filterset.search_query is not None:
         selectors.with_search_snippets(rows, filterset.search_query)
-        cap = SEARCH_COUNT_CAP
-    if after or before or has_older:
+        # A search counts no further than its page ("more than 50"): a common word's
+        # matches are found by probing runs one by one, so counting them would walk the
+        # history (bench/search.py: 20 s for 100 matches of a common phrase at 100k runs).
+        cap = len(rows)
+        count = cap + 1 if (after or before or has_older) else cap
+    elif after or before or has_older:
         count = matching.bounded_count(cap)
     else:
         count = len(rows)  # the first page holds every matching run: no count to ask
