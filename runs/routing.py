@@ -210,7 +210,7 @@ class ReplicaRouter:
         return True  # the replicas hold the primary's very rows
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
-        return db == DEFAULT_DB_ALIAS
+        return db not in replica_aliases()  # a standby replays the primary's migrations
 
 
 def _stale_seconds(route: RequestRoute) -> int:

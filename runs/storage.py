@@ -51,7 +51,8 @@ class DjangoStorage:
 
     def initialize(self) -> None:
         """Check that the schema is there; migrations, not this call, create it."""
-        tables = set(connections[self.using].introspection.table_names())
+        # Views count: with month partitions skill_run_logs is one (manage.py partition_history).
+        tables = set(connections[self.using].introspection.table_names(include_views=True))
         missing = {SkillRunModel._meta.db_table, SkillRunLogModel._meta.db_table} - tables
         if missing:
             raise SchemaMissing(

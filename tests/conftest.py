@@ -1,7 +1,21 @@
+import os
+
 import pytest
 
 from runs.memory import MemoryStorage
 from runs.storage import DjangoStorage
+
+if os.environ.get("SKILLAUDIT_TEST_PARTITIONED"):
+
+    @pytest.fixture(scope="session")
+    def django_db_setup(django_db_setup, django_db_blocker):
+        """SKILLAUDIT_TEST_PARTITIONED=1 (PostgreSQL): the suite on month-partitioned logs
+        (manage.py partition_history run on the migrated test database)."""
+        from django.core.management import call_command
+
+        with django_db_blocker.unblock():
+            # Months back too, so that the tests' fixed dates land in month partitions.
+            call_command("partition_history", months_back=18, verbosity=0)
 
 
 @pytest.fixture(autouse=True)

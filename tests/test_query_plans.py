@@ -20,6 +20,7 @@ from django.db.models import Max
 
 from bench.query_catalog import QUERIES, Query, Sample, Statement, explain
 from runs import contract
+from runs.managers import LOGS_BY_MONTH, LogPartitions
 from runs.models import SkillRun, SkillRunLog
 from runs.services import history as generator
 from runs.services import purge
@@ -47,6 +48,8 @@ def _gather_statistics() -> None:
         if connection.vendor == "postgresql":
             cursor.execute(f"VACUUM ANALYZE {SkillRun._meta.db_table}")
             cursor.execute(f"VACUUM ANALYZE {SkillRunLog._meta.db_table}")
+            if LogPartitions().state() == "partitioned":  # the view is not vacuumed itself
+                cursor.execute(f"VACUUM ANALYZE {LOGS_BY_MONTH}")
         else:
             cursor.execute("ANALYZE")
 

@@ -189,7 +189,8 @@ def test_the_list_page_says_when_its_data_may_be_old(replica, viewer_client, set
     assert 'id="replica-lag"' in page and "about 1 s behind" in page
 
 
-def test_only_the_primary_is_migrated():
+def test_replicas_are_never_migrated(settings):
+    settings.SKILLAUDIT_REPLICAS = ["replica_1"]
     router = routing.ReplicaRouter()
     assert router.allow_migrate(DEFAULT_DB_ALIAS, "runs")
     assert not router.allow_migrate("replica_1", "runs")

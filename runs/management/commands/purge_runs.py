@@ -228,3 +228,7 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(f"No runs {when}. Nothing to delete.")
+        # Month partitions (manage.py partition_history): the coming months, ahead of time.
+        created = purge.ensure_months()
+        if created and verbosity >= 1:
+            self.stdout.write(f"Created log partitions ahead of time: {', '.join(created)}.")
