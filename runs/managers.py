@@ -674,6 +674,26 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
 PAYLOAD_PREVIEW_CHARS = 2000
 
 
+class JsonKeyIsTrue(models.Func):
+    """``column -> key`` is JSON true (not 1, not "true"): contract.tool_result_failed's rule
+    in SQL. Django's ``payload__key=True`` also matches 1 on SQLite (JSON_EXTRACT gives 1
+    for both), so the type is asked for there."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, column: str, key: str):
+        super().__init__(F(column))
+        self.key = key
+
+    def as_postgresql(self, compiler, connection):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(({sql} -> %s) = 'true'::jsonb)", [*params, self.key]
+
+    def as_sqlite(self, compiler, connection):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(JSON_TYPE({sql}, %s) = 'true')", [*params, f'$."{self.key}"']
+
+
 class SkillRunLogQuerySet(models.QuerySet):
     def for_run(self, run_id: str):
         return self.filter(run_id=run_id).order_by("sequence")
@@ -715,6 +735,45 @@ class SkillRunLogQuerySet(models.QuerySet):
             "sequence", "payload"
         )
         return dict(rows)
+
+    # --- the run page's reads (issue 16): failures, breakdown, filters -------------------
+
+    def failure_rule(self):
+        """An expression true for a failed event: an ``error`` event, or a tool result
+        whose payload's is_error is JSON true (contract.tool_result_failed)."""
+        return models.Case(
+            models.When(event_type=contract.EVENT_ERROR, then=models.Value(True)),
+            models.When(
+                event_type=contract.EVENT_TOOL_RESULT,
+                then=JsonKeyIsTrue("payload", contract.TOOL_ERROR_KEY),
+            ),
+            default=models.Value(False),
+            output_field=models.BooleanField(),
+        )
+
+    def failures(self):
+        """Failed events only (see failure_rule)."""
+        return self.alias(_failed=self.failure_rule()).filter(_failed=True)
+
+    def with_failed(self):
+        """Rows with ``failed`` (see failure_rule)."""
+        return self.annotate(failed=self.failure_rule())
+
+    def of_tool(self, tool: str):
+        # A JSON comparison (payload -> 'tool' = '"name"'): Django writes a text key's
+        # comparison on SQLite as JSON_EXTRACT('name', '$'), which is malformed JSON.
+        return self.filter(payload__tool=tool)
+
+    def breakdown(self):
+        """(event_type, tool, failed, n) per kind of event: one pass over a run's events
+        gives its count, its filters' choices and its failures' count."""
+        return (
+            self.order_by()
+            .annotate(tool_name=KeyTextTransform("tool", "payload"), is_failed=self.failure_rule())
+            .values("event_type", "tool_name", "is_failed")
+            .annotate(n=models.Count("pk"))
+            .values_list("event_type", "tool_name", "is_failed", "n")
+        )
 
     def delete_rows(self) -> int:
         """A single DELETE without loading rows (logs have no dependents or signals)."""

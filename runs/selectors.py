@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 
-from django.db.models import TextField
+from django.db.models import Q, TextField
+from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Length, Substr
 
 from . import contract, search
-from .models import SkillRun
+from .models import SkillRun, SkillRunLog
 
 TREE_NODE_CAP = 2000
 TREE_DEPTH_CAP = 64
@@ -182,3 +183,231 @@ def call_tree(run_id: str) -> CallTree:
     return CallTree(
         root=root_node, size=len(seen), capped=capped, root_is_orphan=root.parent_run_id != ""
     )
+
+
+# --- a run's events: pages, filters, failures, live totals (the run page) -----------------
+
+# Failures listed with links in a run's header (and used to find the next error).
+FAILURE_LIST_CAP = 500
+FAILED_SUB_RUNS_CAP = 20
+
+
+@dataclass
+class EventFilter:
+    """What the run page's event filter asks for (all events when empty)."""
+
+    event_type: str = ""
+    tool: str = ""
+    errors_only: bool = False
+
+    def active(self) -> bool:
+        return bool(self.event_type or self.tool or self.errors_only)
+
+
+@dataclass
+class EventPage:
+    rows: list
+    has_before: bool
+    has_after: bool
+
+
+@dataclass
+class EventBreakdown:
+    """A run's events counted by type, tool and failure, from one grouped query."""
+
+    total: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_tool: dict[str, int] = field(default_factory=dict)
+    failed_tool_results: int = 0
+    error_events: int = 0
+
+    @property
+    def failures(self) -> int:
+        return self.failed_tool_results + self.error_events
+
+
+def event_breakdown(run_id: str) -> EventBreakdown:
+    found = EventBreakdown()
+    for event_type, tool, failed, n in SkillRunLog.objects.filter(run_id=run_id).breakdown():
+        found.total += n
+        found.by_type[event_type] = found.by_type.get(event_type, 0) + n
+        if tool:
+            found.by_tool[tool] = found.by_tool.get(tool, 0) + n
+        if failed and event_type == contract.EVENT_ERROR:
+            found.error_events += n
+        elif failed:
+            found.failed_tool_results += n
+    return found
+
+
+def _filtered_events(run_id: str, wanted: EventFilter):
+    logs = SkillRunLog.objects.for_run(run_id)
+    if wanted.errors_only:
+        logs = logs.failures()
+    if wanted.event_type:
+        logs = logs.filter(event_type=wanted.event_type)
+    if wanted.tool:
+        logs = logs.of_tool(wanted.tool)
+    return logs
+
+
+def event_page(
+    run_id: str,
+    wanted: EventFilter,
+    size: int,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    last: bool = False,
+) -> EventPage:
+    """A page of a run's events (timeline rows with ``failed``) in sequence order.
+
+    Keyset by sequence: after a sequence, before one, the last page, or the first. With
+    ``errors_only``, the tool calls whose results failed are added next to them (with
+    ``context`` set), whatever page they are on.
+    """
+    logs = _filtered_events(run_id, wanted)
+    timeline = logs.timeline().with_failed()
+    if before is not None or last:
+        backwards = timeline.filter(sequence__lt=before) if before is not None else timeline
+        rows = list(backwards.order_by("-sequence")[: size + 1])
+        has_before = len(rows) > size
+        rows = rows[:size][::-1]
+        has_after = before is not None and logs.filter(sequence__gte=before).exists()
+    else:
+        forwards = timeline.filter(sequence__gt=after) if after else timeline
+        rows = list(forwards[: size + 1])
+        has_after = len(rows) > size
+        rows = rows[:size]
+        has_before = bool(after) and logs.filter(sequence__lte=after).exists()
+    for row in rows:
+        row.context = False
+    if wanted.errors_only and rows:
+        rows = _with_calls_of_failed_results(run_id, rows)
+    return EventPage(rows=rows, has_before=has_before, has_after=has_after)
+
+
+def _with_calls_of_failed_results(run_id: str, rows: list) -> list:
+    call_ids = {
+        row.payload_call_id
+        for row in rows
+        if row.event_type == contract.EVENT_TOOL_RESULT and row.payload_call_id
+    }
+    if not call_ids:
+        return rows
+    calls = list(
+        SkillRunLog.objects.for_run(run_id)
+        .filter(event_type=contract.EVENT_TOOL_CALL, sequence__lt=rows[-1].sequence)
+        .timeline()
+        .with_failed()
+        .filter(payload__call_id__in=sorted(call_ids))
+    )
+    shown = {row.sequence for row in rows}
+    for call in calls:
+        call.context = True
+    merged = rows + [call for call in calls if call.sequence not in shown]
+    merged.sort(key=lambda row: row.sequence)
+    return merged
+
+
+def failures(run_id: str, cap: int = FAILURE_LIST_CAP) -> list:
+    """The first ``cap`` failed events of a run: (sequence, event_type, tool, call_id)."""
+    return list(
+        SkillRunLog.objects.for_run(run_id)
+        .failures()
+        .timeline()
+        .values_list("sequence", "event_type", "payload_tool", "payload_call_id")[:cap]
+    )
+
+
+def failed_sub_runs(run_id: str, cap: int = FAILED_SUB_RUNS_CAP) -> list[dict]:
+    """Runs below ``run_id`` (any depth, within the tree's caps) with a failed status,
+    oldest first, at most cap + 1 (one more says there are more)."""
+    rows = (
+        SkillRun.objects.call_tree(run_id, TREE_NODE_CAP, TREE_DEPTH_CAP)
+        .filter(status__in=contract.FAILED_STATUSES)
+        .exclude(pk=run_id)
+        .order_by("started_at", "id")
+    )
+    return list(rows[: cap + 1])
+
+
+def partners(
+    run_id: str, calls_after: tuple[int, list[str]], results_before: tuple[int, list[str]]
+):
+    """Where the other half of a tool call lies when it is not on the page:
+    {("result", call_id): sequence} for calls whose result comes after sequence
+    ``calls_after[0]``, {("call", call_id): sequence} for results whose call came before
+    ``results_before[0]``. One query; the nearest match wins."""
+    after, call_ids = calls_after
+    before, result_ids = results_before
+    wanted = Q(pk__in=[])
+    if call_ids:
+        wanted |= Q(
+            event_type=contract.EVENT_TOOL_RESULT,
+            sequence__gt=after,
+            payload__call_id__in=sorted(set(call_ids)),
+        )
+    if result_ids:
+        wanted |= Q(
+            event_type=contract.EVENT_TOOL_CALL,
+            sequence__lt=before,
+            payload__call_id__in=sorted(set(result_ids)),
+        )
+    if not (call_ids or result_ids):
+        return {}
+    found: dict[tuple[str, str], int] = {}
+    rows = (
+        SkillRunLog.objects.for_run(run_id)
+        .timeline()
+        .filter(wanted)
+        .values_list("event_type", "payload_call_id", "sequence")
+    )
+    for event_type, call_id, sequence in rows:
+        if event_type == contract.EVENT_TOOL_RESULT:
+            key = ("result", call_id)
+            found[key] = min(found.get(key, sequence), sequence)
+        else:
+            key = ("call", call_id)
+            found[key] = max(found.get(key, sequence), sequence)
+    return found
+
+
+def _as_count(value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        try:
+            number = int(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return 0
+    return max(number, 0)
+
+
+def step_token_totals(run_id: str) -> tuple[int, int, int]:
+    """(input, output, thinking) tokens summed from a run's step events: what a running
+    run has used so far (its row's totals are written when it finishes). Usage is read
+    where the recorder writes it (payload.usage) and where OTLP ingest does (top level)."""
+    rows = (
+        SkillRunLog.objects.for_run(run_id)
+        .filter(event_type=contract.EVENT_STEP)
+        .order_by()
+        .values_list(
+            KT("payload__usage__input_tokens"),
+            KT("payload__usage__output_tokens"),
+            KT("payload__usage__thinking_tokens"),
+            KT("payload__input_tokens"),
+            KT("payload__output_tokens"),
+            KT("payload__thinking_tokens"),
+        )
+    )
+    totals = [0, 0, 0]
+    for row in rows:
+        for index in range(3):
+            totals[index] += _as_count(row[index]) or _as_count(row[index + 3])
+    return totals[0], totals[1], totals[2]
+
+
+def last_sequence(run_id: str) -> int:
+    found = SkillRunLog.objects.for_run(run_id).order_by("-sequence").values_list("sequence")[:1]
+    return found[0][0] if found else 0

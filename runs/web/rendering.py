@@ -9,6 +9,7 @@ plain strings. Every value that comes from the data goes through ``esc()`` (or `
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from urllib.parse import quote, quote_plus, urlencode
@@ -19,6 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from .. import contract
 from ..formats import count, seconds, size  # noqa: F401 (template filters)
+from . import markdown
 
 _PLACEHOLDER = "RUNID"
 
@@ -147,14 +149,58 @@ class FilterLinks:
 
 
 NESTED_MARK = ' <span class="mark" title="Nested: started by another run">nested</span>'
-BAR = (
-    '<svg class="bar" viewBox="0 0 100 4" preserveAspectRatio="none" aria-hidden="true"'
-    ' focusable="false"><rect x="{start}" y="0" width="{width}" height="4"></rect></svg>'
-)
+FAILED_ATTR = ' data-failed="1"'
 
 
-def _bar(bar) -> str:
-    return BAR.format(start=float(bar.start), width=float(bar.width))
+def _bar(bar, label: str) -> str:
+    """A bar on the page's one time axis: an SVG whose rectangle is placed in percent of
+    the axis (no viewBox, so nothing is stretched), in a focusable track whose tip shows
+    ``label`` (already escaped) on hover and focus. data-s/data-d (seconds) let
+    static/runs/trace.js redraw it when a live run's axis grows."""
+    kind = (" fail" if bar.failed else "") + (" open" if bar.open else "")
+    still = ' data-open="1"' if bar.open else ""
+    return (
+        f'<span class="track" tabindex="0" data-s="{float(bar.start_s):.3f}"'
+        f' data-d="{float(bar.length_s):.3f}"{still}'
+        f' aria-label="{label}"><svg class="bar" aria-hidden="true" focusable="false">'
+        f'<rect x="{float(bar.start)}%" y="0" width="{float(bar.width)}%" height="100%"'
+        f' class="span{kind}"></rect></svg><span class="tip" aria-hidden="true">{label}</span>'
+        "</span>"
+    )
+
+
+def axis(length: float, ticks) -> SafeString:
+    """The time axis drawn above a timeline or a tree: ticks in percent of ``length``
+    seconds (presentation.axis_ticks), labels as durations from the start."""
+    parts = []
+    last = len(ticks) - 1
+    for index, (percent, at) in enumerate(ticks):
+        anchor = "start" if index == 0 else "end" if index == last else "middle"
+        parts.append(
+            f'<line x1="{float(percent)}%" x2="{float(percent)}%" y1="14" y2="20"></line>'
+            f'<text x="{float(percent)}%" y="11" text-anchor="{anchor}">'
+            f"{esc(seconds(at) if at else '0')}</text>"
+        )
+    return mark_safe(
+        f'<svg class="axis" data-length="{float(length):.3f}" role="img"'
+        f' aria-label="time axis: 0 to {esc(seconds(length))}">{"".join(parts)}</svg>'
+    )
+
+
+def grouped(value) -> str:
+    """1234567 -> '1,234,567' (the tree's and the run header's token figures)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "0"
+
+
+def token_text(input_tokens, output_tokens, thinking_tokens) -> str:
+    """'16,342 in · 3,866 out · 9,475 thinking' (thinking left out when none)."""
+    text = f"{grouped(input_tokens)} in · {grouped(output_tokens)} out"
+    if thinking_tokens:
+        text += f" · {grouped(thinking_tokens)} thinking"
+    return text
 
 
 def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
@@ -245,22 +291,59 @@ def options(choices, selected: str) -> SafeString:
 CURRENT = ' aria-current="true"'
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{grouped(n)} {word}{'' if n == 1 else 's'}"
+
+
 def tree_items(nodes, current_id: str) -> SafeString:
-    """Nested <li>/<details> for the pre-ordered nodes of presentation.flatten_tree."""
+    """Nested <li>/<details> for the pre-ordered nodes of presentation.flatten_tree: each
+    node with its own figures, its subtree's when it has one, a mark and a link when runs
+    below it failed, and its bar on the tree's time axis."""
     urls = RunUrls()
+    index_of = {node.run.id: index for index, node in enumerate(nodes)}
     parts = []
-    for node in nodes:
+    for index, node in enumerate(nodes):
         run = node.run
         current = run.id == current_id
         kids = len(node.children)
-        took = esc(seconds(run.runtime_seconds)) if run.finished_at else "running"
-        sub_runs = f" · {kids} sub-run{'' if kids == 1 else 's'}" if kids else ""
+        own, sub = node.own, node.subtree
+        running = run.finished_at is None and run.status == contract.STATUS_RUNNING
+        took = f"{esc(seconds(own.runtime))}{' so far' if running else ''}"
+        skill = esc(run.skill_id)
+        figures = (
+            f'<span class="own">{took} · {_plural(own.tool_calls, "tool call")} · '
+            f"{token_text(own.input_tokens, own.output_tokens, own.thinking_tokens)}</span>"
+        )
+        if kids:
+            figures += (
+                f' <span class="sub" title="This run and every run below it">subtree: '
+                f"{_plural(sub.runs - 1, 'sub-run')} · Σ {esc(seconds(sub.runtime))} · "
+                f"{_plural(sub.tool_calls, 'tool call')} · "
+                f"{token_text(sub.input_tokens, sub.output_tokens, sub.thinking_tokens)}</span>"
+            )
+        flag = ""
+        if node.failed_below:
+            target = index_of.get(node.first_failed_below)
+            flag = (
+                f' <a class="flag bad below" href="#node-{int(target)}"'
+                ' title="Runs below this one failed: go to the first">'
+                f"{_plural(node.failed_below, 'failed sub-run')}</a>"
+                if target is not None
+                else f' <span class="flag bad below">{_plural(node.failed_below, "failed sub-run")}'
+                "</span>"
+            )
+        label = esc(
+            f"{run.skill_id} · starts +{seconds(node.bar.start_s)} · "
+            f"{seconds(own.runtime)}{' so far' if running else ''}"
+        )
         line = (
-            f'<span class="node">{_badge(run.status)} '
+            f'<span class="node{" failed" if own.failed else ""}'
+            f'{" failed-below" if node.failed_below else ""}" id="node-{index}">'
+            f"{_badge(run.status)} "
             f'<a href="{esc(urls("run_detail", run.id))}" class="id"'
-            f"{CURRENT if current else ''}>{esc(run.skill_id)}</a> "
-            f'<span class="muted">{took} · {esc(tokens(run, "/"))} tok{sub_runs}</span>'
-            f"{_bar(node.bar)}</span>"
+            f"{CURRENT if current else ''}>{skill}</a>{flag} "
+            f'<span class="muted figures">{figures}</span>'
+            f"{_bar(node.bar, label)}</span>"
         )
         opening = '<li class="current">' if current else "<li>"
         if kids:
@@ -271,48 +354,125 @@ def tree_items(nodes, current_id: str) -> SafeString:
     return mark_safe("".join(parts))
 
 
-def timeline_items(events, run_id: str) -> SafeString:
-    """The <li> events of a run's timeline (presentation.TimelineEvent)."""
+def timeline_items(events, run_id: str, run_started: datetime | None = None) -> SafeString:
+    """The <li> events of a run's timeline (presentation.TimelineEvent).
+
+    Stable hooks for scripts (trace.js, search highlighting): each event is
+    li.event[data-seq][data-type][data-tool] with its text in .etype, .tool, .md and
+    pre.payload.
+    """
     raw_prefix = run_url("event_raw", run_id, 0)[: -len("0/raw/")]
-    return mark_safe("".join(_event(e, raw_prefix) for e in events))
+    budget = [MARKDOWN_PER_PAGE]
+    return mark_safe("".join(_event(e, raw_prefix, run_started, budget) for e in events))
 
 
-def _event(e, raw_prefix: str) -> str:
+# Steps rendered as markdown per page: markdown-it-py takes ~0.1 ms for a sentence and
+# ~2 ms for a page of headings and lists; the rest show their text with its line breaks.
+MARKDOWN_PER_PAGE = 25
+_MARKDOWN_HINT = re.compile(r"(^|\n)\s{0,3}(#{1,6}\s|[-*+]\s|\d+[.)]\s|>|```|\|)|\*\*|`|\]\(")
+
+
+def markdown_block(text: str) -> SafeString:
+    """Markdown (a run's output) as HTML: markdown-it-py escapes every character of the
+    text (raw HTML off); only its assembled markup is marked safe."""
+    return mark_safe(markdown.render(text))
+
+
+def exact_utc(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _pair(e) -> str:
     if e.paired_with and e.event_type == contract.EVENT_TOOL_CALL:
-        pair = (
+        return (
             f' <a href="#event-{int(e.paired_with)}" class="pair">result #{int(e.paired_with)}'
             f" after {esc(seconds(e.pair_seconds))}</a>"
         )
-    elif e.paired_with:
-        pair = (
+    if e.paired_with:
+        return (
             f' <a href="#event-{int(e.paired_with)}" class="pair">'
             f"result of call #{int(e.paired_with)}</a>"
         )
-    elif e.event_type == contract.EVENT_TOOL_CALL:
-        pair = ' <span class="muted pair">no result on this page</span>'
-    else:
-        pair = ""
+    if e.partner_elsewhere and e.event_type == contract.EVENT_TOOL_CALL:
+        seq = int(e.partner_elsewhere)
+        return (
+            f' <a href="?events_after={seq - 1}#event-{seq}" class="pair elsewhere"'
+            f' data-seq="{seq}">result #{seq} (another page)</a>'
+        )
+    if e.partner_elsewhere:
+        seq = int(e.partner_elsewhere)
+        return (
+            f' <a href="?events_after={seq - 1}#event-{seq}" class="pair elsewhere"'
+            f' data-seq="{seq}">result of call #{seq} (another page)</a>'
+        )
+    if e.event_type == contract.EVENT_TOOL_CALL:
+        return (
+            f' <span class="muted pair pending" data-call-id="{esc(e.call_id)}"'
+            f' data-tool="{esc(e.tool)}">no result yet</span>'
+        )
+    return ""
+
+
+def _event(e, raw_prefix: str, run_started: datetime | None, budget: list[int]) -> str:
+    seq = int(e.sequence)
+    raw_url = f"{esc(raw_prefix)}{seq}/raw/"
     if e.too_big:
         body = (
             f'<details class="json"><summary>payload · {esc(size(e.payload_size))} · preview'
-            f"</summary><pre>{esc(e.preview)}</pre></details>"
-            f'<p class="muted"><a href="{esc(raw_prefix)}{int(e.sequence)}/raw/">'
+            f'</summary><pre class="payload" id="payload-{seq}">{esc(e.preview)}</pre>'
+            f'</details><p class="muted"><a href="{raw_url}">'
             "Open the whole payload as JSON</a></p>"
         )
+        copy = f'<button type="button" class="copy" data-copy-url="{raw_url}">copy JSON</button>'
     else:
         body = (
             f'<details class="json"{"" if e.fold else " open"}><summary>payload · '
-            f"{esc(size(e.payload_size))}</summary><pre>{esc(e.pretty)}</pre></details>"
+            f"{esc(size(e.payload_size))}</summary>"
+            f'<pre class="payload" id="payload-{seq}" data-json="1">{esc(e.pretty)}</pre>'
+            "</details>"
         )
+        copy = (
+            f'<button type="button" class="copy" data-copy-target="payload-{seq}">'
+            "copy JSON</button>"
+        )
+    if e.markdown:
+        if budget[0] > 0 and _MARKDOWN_HINT.search(e.markdown):
+            budget[0] -= 1
+            body = f'<div class="md">{markdown.render(e.markdown)}</div>{body}'
+        else:
+            body = f'<div class="md plain">{esc(e.markdown)}</div>{body}'
     tool = f' <span class="id tool">{esc(e.tool)}</span>' if e.tool else ""
-    warn = "⚠ " if e.event_type == contract.EVENT_ERROR else ""
+    failed = e.failed
+    if e.event_type == contract.EVENT_ERROR:
+        mark = '<span class="fail-mark">⚠ error</span>'
+    elif failed:
+        mark = '<span class="fail-mark">⚠ failed</span>'
+    else:
+        mark = ""
+    latency = (
+        f' <span class="latency" title="model latency">{esc(seconds(e.latency))}</span>'
+        if e.latency is not None
+        else ""
+    )
+    exact = exact_utc(e.created_at)
+    label = esc(
+        f"#{seq} {e.event_type}{' ' + e.tool if e.tool else ''}{' (failed)' if failed else ''}"
+        f" · starts +{seconds(e.bar.start_s)} · lasts {seconds(e.bar.length_s)}"
+        f"{' so far' if e.bar.open else ''} · {exact}"
+    )
+    classes = f"event {esc(e.event_type)}{' failed' if failed else ''}"
+    classes += " context" if e.context else ""
     return (
-        f'<li class="event {esc(e.event_type)}" id="event-{int(e.sequence)}">'
-        f'<div class="event-head"><span class="seq">#{int(e.sequence)}</span>'
-        f'<span class="offset" title="time since the run started">'
-        f"+{esc(seconds(e.offset_seconds))}</span>"
-        f'<span class="etype">{warn}{esc(e.event_type)}</span>{tool}{pair}'
-        f"{_bar(e.bar)}</div>{body}</li>\n"
+        f'<li class="{classes}" id="event-{seq}" data-seq="{seq}"'
+        f' data-type="{esc(e.event_type)}" data-tool="{esc(e.tool)}"'
+        f'{FAILED_ATTR if failed else ""} tabindex="-1">'
+        f'<div class="event-head"><span class="seq">#{seq}</span>'
+        f'<span class="offset" title="{esc(exact)}">+{esc(seconds(e.offset_seconds))}</span>'
+        f'<span class="what"><span class="etype">{esc(e.event_type)}</span>{mark}{tool}{latency}'
+        f"{_pair(e)} {copy}</span>"
+        f"{_bar(e.bar, label)}</div>{body}</li>\n"
     )
 
 

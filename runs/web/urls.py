@@ -9,6 +9,7 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/export/", views.runs_export, name="runs_export"),
     path("runs/<runid:run_id>/tree/", views.run_tree, name="run_tree"),
+    path("runs/<runid:run_id>/live/", views.run_live, name="run_live"),
     path("runs/<runid:run_id>/export/", views.run_export, name="run_export"),
     path("runs/<runid:run_id>/raw/<str:field>/", views.run_raw, name="run_raw"),
     path("runs/<runid:run_id>/events/<int:sequence>/raw/", views.event_raw, name="event_raw"),

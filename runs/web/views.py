@@ -22,7 +22,7 @@ from .. import contract, cursors, jsontext, selectors
 from ..filters import STATUS_CHOICES, RunFilterSet, parameter_problems, parse_bool, stale_after
 from ..models import SkillRun, SkillRunCount, SkillRunLog
 from ..services import export
-from . import presentation
+from . import presentation, rendering, trace
 
 PAGE_SIZE = 50
 # The list's page sizes (page_size=); the default is PAGE_SIZE.
@@ -32,7 +32,6 @@ TIME_PRESETS = (("-1h", "last hour"), ("-24h", "last 24 h"), ("-7d", "last 7 day
 SUGGESTIONS = 20
 # The list shows an exact count up to this many runs, "more than" beyond it.
 COUNT_CAP = 1000
-EVENTS_PAGE_SIZE = 200
 CHILDREN_SHOWN = 100
 VIEW_PERMISSION = "runs.view_skillrun"
 
@@ -188,30 +187,22 @@ def suggest(request, field):
 # --- run detail ------------------------------------------------------------------------
 
 
-def _events_after(request) -> int:
-    value = request.GET.get("events_after", "0") or "0"
-    if not value.isdigit() or len(value) > 18:
-        raise ValueError("must be a whole number (an event sequence)")
-    return int(value)
-
-
-def run_length_seconds(run, last_event_at=None) -> float:
-    """How long the run took, or has taken so far, for drawing bars."""
-    if run.finished_at is not None:
-        return max(run.runtime_seconds or (run.finished_at - run.started_at).total_seconds(), 0)
-    end = last_event_at or timezone.now()
-    return max((end - run.started_at).total_seconds(), 0.0)
+# The run page's timeline, failures and live updates: runs/web/trace.py.
+EVENTS_PAGE_SIZE = trace.EVENTS_PAGE_SIZE
+# Run output up to this many characters is shown rendered as markdown (with the raw text
+# a click away); longer output shows as text only.
+OUTPUT_MARKDOWN_MAX_CHARS = 20_000
 
 
 @dashboard_view
 def run_detail(request, run_id):
-    problems = parameter_problems(request.GET, {"events_after"})
+    problems = parameter_problems(request.GET, trace.PAGE_PARAMS)
     if problems:
         return bad_request(request, problems)
     try:
-        events_after = _events_after(request)
-    except ValueError as exc:
-        return bad_request(request, {"events_after": [str(exc)]})
+        position = trace.parse_position(request.GET)
+    except trace.BadParameters as exc:
+        return bad_request(request, exc.problems)
     run = selectors.run_with_text_heads(run_id)
     if run is None:
         raise Http404("No run with that id.")
@@ -219,18 +210,10 @@ def run_detail(request, run_id):
     chain = SkillRun.objects.parent_chain(run.id, summaries=True)
     children_qs = SkillRun.objects.children_of(run.id)
     children = list(children_qs.oldest_first().summaries()[: CHILDREN_SHOWN + 1])
-
-    logs = SkillRunLog.objects.for_run(run.id)
-    rows = list(logs.filter(sequence__gt=events_after).timeline()[: EVENTS_PAGE_SIZE + 1])
-    more_events = len(rows) > EVENTS_PAGE_SIZE
-    rows = rows[:EVENTS_PAGE_SIZE]
-    small = [
-        r.sequence for r in rows if (r.payload_size or 0) <= presentation.PRETTY_PAYLOAD_MAX_CHARS
-    ]
-    payloads = SkillRunLog.objects.payloads(run.id, small) if small else {}
-    length = run_length_seconds(run, rows[-1].created_at if rows else None)
-    events = presentation.build_timeline(rows, payloads, run.started_at, length)
-    event_count = logs.order_by().count()
+    output_markdown = None
+    size = run.output_size or 0
+    if run.output_head and size <= min(OUTPUT_MARKDOWN_MAX_CHARS, selectors.TEXT_PAGE_CHARS):
+        output_markdown = rendering.markdown_block(run.output_head)
 
     context = {
         "run": run,
@@ -241,20 +224,40 @@ def run_detail(request, run_id):
         "error_cut": (run.error_size or 0) > selectors.TEXT_PAGE_CHARS,
         "output_fold": presentation.is_long(run.output_head),
         "error_fold": presentation.is_long(run.error_head),
+        "output_markdown": output_markdown,
         "chain": chain[:-1],
         "chain_is_cut": bool(chain) and chain[0].parent_run_id != "",
         "children": children[:CHILDREN_SHOWN],
         "more_children": len(children) > CHILDREN_SHOWN,
-        "events": events,
-        "event_count": event_count,
-        "events_after": events_after,
-        "next_events_after": rows[-1].sequence if more_events else None,
-        "run_length": length,
+        "position": position,
         "stale_after_minutes": settings.SKILLAUDIT_STALE_AFTER_MINUTES,
         "is_stale": run.status == contract.STATUS_RUNNING
         and run.started_at < timezone.now() - stale_after(),
+        **trace.page_context(run, position),
     }
     return render(request, "runs/run_detail.html", context)
+
+
+@dashboard_view
+def run_live(request, run_id):
+    """JSON for a run page's script: status, figures and the events after ``after``."""
+    run_id = contract.clean_id(run_id)
+    run = SkillRun.objects.summaries().filter(pk=run_id).first()
+    if run is None and SkillRun.objects.filter(pk=f"{run_id}/live").exists():
+        # /runs/<x>/live/ is also the page of a run whose id is "<x>/live".
+        return run_detail.__wrapped__(request, f"{run_id}/live")
+    problems = parameter_problems(request.GET, trace.LIVE_PARAMS)
+    if problems:
+        return JsonResponse({"errors": problems}, status=400)
+    try:
+        after, append = trace.parse_live(request.GET)
+    except trace.BadParameters as exc:
+        return JsonResponse({"errors": exc.problems}, status=400)
+    if run is None:
+        return JsonResponse({"errors": {"run": ["no run with that id"]}}, status=404)
+    response = JsonResponse(trace.live_state(run, after, append))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 RAW_FIELDS = {"inputs", "output", "error"}
@@ -311,12 +314,9 @@ def run_tree(request, run_id):
         raise Http404("No run with that id.")
     tree = selectors.call_tree(run.id)
     root = tree.root
-    end = max(
-        (n.run.finished_at or timezone.now() for n in tree.preorder()),
-        default=root.run.started_at,
-    )
-    length = max((end - root.run.started_at).total_seconds(), 0.0)
-    nodes = presentation.flatten_tree(root, root.run.started_at, length)
+    now = timezone.now()
+    length = presentation.tree_length(tree.preorder(), root.run.started_at, now)
+    nodes = presentation.flatten_tree(root, root.run.started_at, length, now=now)
     context = {
         "run": run,
         "root": root.run,
@@ -325,6 +325,8 @@ def run_tree(request, run_id):
         "capped": tree.capped,
         "node_cap": selectors.TREE_NODE_CAP,
         "root_is_orphan": tree.root_is_orphan,
+        "axis": rendering.axis(length, presentation.axis_ticks(length)),
+        "tree_failed": sum(1 for n in nodes if presentation.run_failed(n.run)),
     }
     return render(request, "runs/run_tree.html", context)
 

@@ -15,7 +15,7 @@
       else if (seconds >= 3600 && seconds < 86400) relative = Math.floor(seconds / 3600) + " h ago";
       const local = when.toLocaleString(undefined, {
         year: "numeric", month: "short", day: "numeric",
-        hour: "2-digit", minute: "2-digit", second: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
       });
       el.textContent = relative ? local + " (" + relative + ")" : local;
     });
