@@ -52,7 +52,31 @@ def list_cases(data: Dataset) -> list[tuple[str, dict[str, str]]]:
         ("until (45 days back)", {"until": (data.latest - timedelta(days=45)).strftime(iso)}),
         ("include_nested=1", {"include_nested": "1"}),
         ("include_dry_run=1", {"include_dry_run": "1"}),
+        # issue 17: failure roll-ups, status groups and lists, relative times
+        ("failed=1", {"failed": "1"}),
+        ("failed=1 + nested", {"failed": "1", "include_nested": "1"}),
+        ("failed=1 + skill (most runs)", {"failed": "1", "skill": history.skill_name(0)}),
+        ("status=failed", {"status": "failed"}),
+        ("status=error,timeout", {"status": "error,timeout"}),
+        ("since=-24h", {"since": "-24h"}),
     ]
+
+
+def stock_expressible(query: dict[str, str]) -> bool:
+    """Whether the stock admin can filter the same rows: it knows no failure roll-up and
+    no list of statuses (those cases have no stock figure)."""
+    status = query.get("status", "")
+    return "failed" not in query and "," not in status and status != "failed"
+
+
+def matching(query: dict[str, str]):
+    """The list page's queryset for a query string (RunFilterSet.qs: every filter)."""
+    data = QueryDict(mutable=True)
+    data.update(query)
+    filterset = RunFilterSet(data, queryset=SkillRun.objects.all())
+    if not filterset.is_valid():
+        raise ValueError(f"invalid bench query {query}: {filterset.error_messages}")
+    return filterset.qs
 
 
 def run_filter(query: dict[str, str]) -> contract.RunFilter:

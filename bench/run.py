@@ -212,17 +212,12 @@ class Bench:
         return rows
 
     def section_count(self) -> list[dict]:
-        from bench.cases import list_cases, run_filter
-        from runs.models import SkillRun
+        from bench.cases import list_cases, matching
 
         rows = []
         for name, query in list_cases(self.data):
-            f = run_filter(query)
-            rows.append(
-                self.time_call(
-                    f"count: {name}", lambda f=f: SkillRun.objects.matching(f).bounded_count(1000)
-                )
-            )
+            qs = matching(query)
+            rows.append(self.time_call(f"count: {name}", lambda qs=qs: qs.bounded_count(1000)))
         return rows
 
     def section_pages(self) -> list[dict]:
@@ -233,13 +228,15 @@ class Bench:
     def section_stock(self) -> list[dict]:
         from django.test.utils import override_settings
 
-        from bench.cases import list_cases, run_filter, stock_query, url
+        from bench.cases import list_cases, run_filter, stock_expressible, stock_query, url
         from bench.stock_admin import CHANGELIST
 
         rows = []
         repeat = max(3, min(self.repeat, 10))
         with override_settings(ROOT_URLCONF="bench.stock_admin"):
             for name, query in list_cases(self.data):
+                if not stock_expressible(query):
+                    continue
                 stock = url(CHANGELIST, stock_query(run_filter(query)))
                 rows.append(self.time_page(f"stock admin: {name}", stock, repeat=repeat, case=name))
         return rows
@@ -262,7 +259,15 @@ class Bench:
     # --- over HTTP --------------------------------------------------------------------------
 
     def _http_urls(self) -> list[tuple[str, str, int]]:
-        from bench.cases import deep_cursor, list_cases, page_cases, run_filter, stock_query, url
+        from bench.cases import (
+            deep_cursor,
+            list_cases,
+            page_cases,
+            run_filter,
+            stock_expressible,
+            stock_query,
+            url,
+        )
         from bench.stock_admin import CHANGELIST
 
         stock_repeat = max(3, min(self.repeat, 10))
@@ -282,6 +287,7 @@ class Bench:
         urls += [
             (f"stock admin: {name}", url(CHANGELIST, stock_query(run_filter(q))), stock_repeat)
             for name, q in list_cases(self.data)
+            if stock_expressible(q)
         ]
         return urls
 
