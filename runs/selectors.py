@@ -53,6 +53,10 @@ def newest_first_page(
         raise ValueError("after and before cannot be combined")
     if before is not None:
         rows = list(matching.newer_than(*before).oldest_first().summaries()[: size + 1])
+        if not rows:
+            # A position newer than every row (a hand-made or stale cursor): the newest
+            # page, rather than an empty one claiming older rows with none to start from.
+            return newest_first_page(matching, size)
         return Page(rows=rows[:size][::-1], has_older=True, has_newer=len(rows) > size)
     if after is not None:
         matching = matching.older_than(*after)
