@@ -70,7 +70,12 @@ def own_cpu_s() -> float:
 
 
 def child(
-    method: str, share: float | None, runs: int | None, batch_size: int | None, workers: int
+    method: str,
+    share: float | None,
+    runs: int | None,
+    batch_size: int | None,
+    workers: int,
+    cutoff_text: str | None = None,
 ) -> dict:
     """Runs in the child process: one deletion on the copy, timed, with its peak memory."""
     os.environ.setdefault("SECRET_KEY", "bench-purge")
@@ -85,15 +90,30 @@ def child(
 
     total = SkillRun.objects.count()
     total_logs = SkillRunLog.objects.count()
-    doomed = runs if runs is not None else int(total * share)
-    # The started_at of the first run to keep: everything older goes.
-    cutoff = SkillRun.objects.oldest_first().values_list("started_at", flat=True)[doomed]
+    if cutoff_text:
+        cutoff = datetime.fromisoformat(cutoff_text)
+    else:
+        doomed = runs if runs is not None else int(total * share)
+        # The started_at of the first run to keep: everything older goes.
+        cutoff = SkillRun.objects.oldest_first().values_list("started_at", flat=True)[doomed]
     expected_runs, expected_logs = SkillRun.objects.count_started_before(cutoff)
     baseline = rss_kb()
     cpu_began, backend_began = own_cpu_s(), backend_cpu_s(connection)
     machine_began = machine_cpu_s()
     began = time.perf_counter()
-    if method == "purge_started_before":
+    extra = {}
+    if method == "month partitions":
+        # What purge_started_before does on a partitioned database, its two phases timed
+        # apart: whole months dropped, then the runs (and the boundary month) in batches.
+        from runs.managers import LogPartitions
+
+        dropped = LogPartitions().drop_months_before(cutoff)
+        extra["drop_s"] = round(time.perf_counter() - began, 2)
+        extra["months_dropped"] = len(dropped)
+        extra["logs_in_dropped_months"] = sum(rows for _name, rows in dropped)
+        deleted_runs, deleted_logs = purge.purge_started_before(cutoff, workers=workers)
+        deleted_logs += extra["logs_in_dropped_months"]
+    elif method == "purge_started_before":
         options = {"batch_size": batch_size} if batch_size else {}
         options["workers"] = workers
         deleted_runs, deleted_logs = purge.purge_started_before(cutoff, **options)
@@ -114,7 +134,7 @@ def child(
     left = SkillRun.objects.started_before(cutoff).exists()
     if left:
         raise SystemExit("runs older than the cutoff are left")
-    return {
+    return extra | {
         "total_runs": total,
         "total_logs": total_logs,
         "runs_deleted": deleted_runs,
@@ -186,18 +206,32 @@ def scenario(
     runs: int | None,
     batch_size: int | None = None,
     workers: int = 1,
+    cutoff: str | None = None,
 ) -> dict:
     began = time.perf_counter()
     url = fresh_copy(source)
     copy_s = time.perf_counter() - began
+    env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
+    convert = {}
     try:
+        if method == "month partitions":
+            began = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "manage.py", "partition_history", "--batch-size", "100000"],
+                env=env, cwd=ROOT, check=True, capture_output=True,
+            )  # fmt: skip
+            convert["convert_s"] = round(time.perf_counter() - began, 1)
         args = [sys.executable, __file__, "--child", method]
-        args += ["--share", str(share)] if share is not None else ["--runs", str(runs)]
+        if cutoff:
+            args += ["--cutoff", cutoff]
+        elif share is not None:
+            args += ["--share", str(share)]
+        else:
+            args += ["--runs", str(runs)]
         args += ["--batch-size", str(batch_size)] if batch_size else []
         args += ["--workers", str(workers)]
-        env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
         done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = json.loads(done.stdout.strip().splitlines()[-1]) | convert
     finally:
         drop_copy(url)
     if batch_size:
@@ -206,9 +240,18 @@ def scenario(
         method = f"{method} (workers={workers})"
     row.update(
         method=method,
-        share=f"{share:.0%}" if share is not None else f"oldest {runs:,}",
+        share=f"before {cutoff}"
+        if cutoff
+        else (f"{share:.0%}" if share is not None else f"oldest {runs:,}"),
         copy_s=round(copy_s, 1),
     )
+    if "drop_s" in row:
+        print(
+            f"  month partitions: converted in {row.get('convert_s')} s; "
+            f"{row['months_dropped']} month(s) holding {row['logs_in_dropped_months']:,} logs "
+            f"dropped in {row['drop_s']} s",
+            flush=True,
+        )
     print(
         f"  {method:36} {row['share']:>14}: {row['runs_deleted']:,} runs + "
         f"{row['logs_deleted']:,} logs in {row['seconds']:.1f} s = {row['rows_per_s']:,} rows/s, "
@@ -250,10 +293,25 @@ def main(argv=None) -> None:
         default=2,
         help="workers of the parallel scenarios (PostgreSQL; 1: skip them)",
     )
+    parser.add_argument("--cutoff", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--month-cutoff",
+        help="PostgreSQL: also purge everything before this month start (2026-11-01T00:00:00Z)"
+        " twice, as today and on a copy converted to month partitions (partition_history)",
+    )
+    parser.add_argument(
+        "--only-months",
+        action="store_true",
+        help="with --month-cutoff: run only those two scenarios",
+    )
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.share, args.runs, args.batch_size, args.workers)))
+        print(
+            json.dumps(
+                child(args.child, args.share, args.runs, args.batch_size, args.workers, args.cutoff)
+            )
+        )
         return
     if not args.source:
         parser.error("--source (or DATABASE_URL) is required")
@@ -262,16 +320,21 @@ def main(argv=None) -> None:
     engine = dj_database_url.parse(args.source)["ENGINE"].rsplit(".", 1)[-1]
     started = datetime.now(UTC)
     print(f"purge benchmark on copies of {args.source}", flush=True)
-    rows = [
-        scenario(args.source, "purge_started_before", 0.10, None),
-        scenario(args.source, "purge_started_before", 0.50, None),
-        scenario(args.source, "purge_started_before", None, args.plain_runs),
-        scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
-    ]
-    if args.workers > 1 and engine == "postgresql":
+    rows = []
+    if args.month_cutoff and engine == "postgresql":
+        for method in ("purge_started_before", "month partitions"):
+            rows.append(scenario(args.source, method, None, None, cutoff=args.month_cutoff))
+    if not args.only_months:
+        rows += [
+            scenario(args.source, "purge_started_before", 0.10, None),
+            scenario(args.source, "purge_started_before", 0.50, None),
+            scenario(args.source, "purge_started_before", None, args.plain_runs),
+            scenario(args.source, "QuerySet.delete()", None, args.plain_runs),
+        ]
+    if args.workers > 1 and engine == "postgresql" and not args.only_months:
         rows.append(scenario(args.source, "purge_started_before", 0.10, None, workers=args.workers))
         rows.append(scenario(args.source, "purge_started_before", 0.50, None, workers=args.workers))
-    if args.big_batch:
+    if args.big_batch and not args.only_months:
         rows.append(scenario(args.source, "purge_started_before", 0.50, None, args.big_batch))
     total_runs = rows[0]["total_runs"]
     record = {
