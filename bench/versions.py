@@ -10,7 +10,8 @@ in turns: two bench/growth.py children, one started from a git worktree of ``--b
 one from this checkout, one request each per round with the order alternating, so both
 see the same machine. The ratio of the medians (now / base) is the verdict: the list, run
 and tree pages should stay at or below 1 within the noise. Results go to
-results/versions-<vendor>.json and RESULTS.md.
+results/versions-<vendor>-<base>-<now>.json and RESULTS.md. ``--now REV`` times another
+commit instead of this checkout (both from worktrees).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.growth import WORK, Child  # noqa: E402 (after the path is set)
+from bench.served import bench_env  # noqa: E402
 
 
 def short(rev: str, cwd: Path) -> str:
@@ -40,6 +42,7 @@ def short(rev: str, cwd: Path) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="the commit to compare with")
+    parser.add_argument("--now", help="the commit to compare (default: this checkout as it is)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--repeat", type=int, default=20, help="rounds per page")
     parser.add_argument("--only", help="time only the pages whose name contains this")
@@ -50,40 +53,26 @@ def main(argv=None) -> None:
 
     vendor = dj_database_url.parse(args.database_url)["ENGINE"].rsplit(".", 1)[-1]
     vendor = "postgresql" if vendor == "postgresql" else "sqlite"
-    from bench.served import bench_env, collect_static
+    from bench.served import collect_static
 
     site_dir = WORK / "site"
     site_dir.mkdir(parents=True, exist_ok=True)
     collect_static(bench_env(args.database_url, secrets.token_urlsafe(40), site_dir))
     base_rev = short(args.base, ROOT)
-    head_rev = short("HEAD", ROOT)
+    head_rev = short(args.now or "HEAD", ROOT)
     started = datetime.now(UTC)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="sa-bench-base-") as tmp:
-        worktree = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(worktree), base_rev],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        # The base's own static files: production settings serve them from its manifest.
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=worktree,
-            env=bench_env(
-                args.database_url,
-                secrets.token_urlsafe(40),
-                worktree / WORK.relative_to(ROOT) / "site",
-            ),
-            check=True,
-        )
+    with tempfile.TemporaryDirectory(prefix="sa-bench-versions-") as tmp:
+        trees = {"base": worktree(args.database_url, base_rev, Path(tmp) / "base")}
+        if args.now:
+            trees["now"] = worktree(args.database_url, head_rev, Path(tmp) / "now")
         try:
-            rows = compare(args, worktree)
+            rows = compare(args, trees["base"], trees.get("now", ROOT))
         finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
-            )
+            for tree in trees.values():
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False
+                )
     figures = {
         row["name"]: {
             "base median ms": row["base_median_ms"],
@@ -108,14 +97,33 @@ def main(argv=None) -> None:
         return
     from bench import report
 
-    path = report.save(f"versions-{vendor}", record)
+    path = report.save(f"versions-{vendor}-{base_rev}-{head_rev}", record)
     print(f"wrote {path.relative_to(ROOT)}")
     report.write()
 
 
-def compare(args, worktree: Path) -> list[dict]:
-    base = Child(args.database_url, root=worktree)
-    now = Child(args.database_url)
+def worktree(database_url: str, rev: str, path: Path) -> Path:
+    """A checkout of ``rev`` at ``path`` with its own static files collected (production
+    settings serve them from its manifest)."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), rev],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    site = path / WORK.relative_to(ROOT) / "site"
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=path,
+        env=bench_env(database_url, secrets.token_urlsafe(40), site),
+        check=True,
+    )
+    return path
+
+
+def compare(args, base_root: Path, now_root: Path) -> list[dict]:
+    base = Child(args.database_url, root=base_root)
+    now = Child(args.database_url, root=now_root)
     rows = []
     try:
         for name in sorted(base.pages & now.pages):
