@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -267,6 +268,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="exporting processes (2)")
     parser.add_argument("--shapes", default="genai,openinference")
     parser.add_argument("--tag", default="", help="results file suffix (e.g. 1m)")
+    parser.add_argument(
+        "--runs-migration",
+        default="",
+        help="migrate the runs app back to this migration (0007_otlp_spans: the OTLP writes "
+        "without the later triggers on skill_runs and skill_run_logs)",
+    )
     args = parser.parse_args()
 
     env = dict(
@@ -281,6 +288,13 @@ def main() -> None:
     )
     WORK.mkdir(parents=True, exist_ok=True)
     prepare_database(args.database_url, env)
+    if args.runs_migration:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "runs", args.runs_migration, "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
     token = make_token(env)
     vendor = "postgresql" if args.database_url.startswith("postgres") else "sqlite"
     figures: dict[str, dict] = {}
@@ -299,6 +313,7 @@ def main() -> None:
         "database": vendor,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "command": " ".join(sys.argv),
+        "runs_migration": args.runs_migration or "latest",
         "figures": figures,
     }
     from bench import report

@@ -85,6 +85,10 @@ class TracesView(APIView):
     schema = None
 
     def handle_exception(self, exc):
+        if isinstance(exc, OperationalError | InterfaceError):
+            # Also while authenticating (the token lookup), before post() runs.
+            logger.error("OTLP export not stored, database unavailable: %s", exc)
+            return _error(self.request, 503, "the database is unavailable; retry shortly")
         if isinstance(exc, exceptions.APIException):
             status = exc.status_code
             message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
@@ -105,9 +109,6 @@ class TracesView(APIView):
             outcome = receiver.ingest(body, kind, meta.get("HTTP_CONTENT_ENCODING", ""))
         except decode.BodyError as exc:
             return _error(request, exc.status, str(exc))
-        except (OperationalError, InterfaceError) as exc:
-            logger.error("OTLP export not stored, database unavailable: %s", exc)
-            return _error(request, 503, "the database is unavailable; retry shortly")
         body = decode.response_body(kind, outcome.rejected, outcome.message)
         return HttpResponse(body, status=200, content_type=kind)
 
