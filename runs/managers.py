@@ -1418,9 +1418,12 @@ class SearchSql:
         if self.vendor == "postgresql":
             run_sql, run_params = self._pg_run_condition(clause)
             log_sql, log_params = self._pg_log_condition(clause)
+            # OFFSET 0 keeps the probe a probe: without it the planner may turn the EXISTS
+            # into a hashed subplan, collecting every matching event first (a common
+            # phrase: 20 s at 100k runs instead of walking a few hundred runs).
             return (
                 f"({run_sql} OR EXISTS (SELECT 1 FROM skill_run_logs l "
-                f"WHERE l.run_id = {outer}.id AND {log_sql}))",
+                f"WHERE l.run_id = {outer}.id AND {log_sql} OFFSET 0))",
                 run_params + log_params,
             )
         runs, logs = self._fts(clause)
