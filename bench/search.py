@@ -313,7 +313,13 @@ def ingest(args) -> dict:
             for state in samples:
                 set_index(state == "with the index")
                 figure = api_ingest.batch_endpoint(
-                    storage, 1, args.runs, args.batches, 1000, f"r{round_}-{state[:4]}", meter
+                    storage,
+                    1,
+                    args.runs,
+                    args.batches,
+                    1000,
+                    f"r{round_}-{'on' if state == 'with the index' else 'off'}",
+                    meter,
                 )
                 samples[state].append(figure)
                 print(round_, state, figure, flush=True)
@@ -462,10 +468,49 @@ def purge(args) -> dict:
     return result
 
 
+def markdown() -> str:
+    """The RESULTS.md section of every search-*.json in bench/results/."""
+    from bench import report
+
+    out = ["## Search inside traces (`bench/search.py`, issue 15)", ""]
+    for path in sorted(report.RESULTS.glob("search-*.json")):
+        data = json.loads(path.read_text())
+        out += [
+            f"### {data['command'].split()[1]}: {data['database']}, {data['runs']:,} runs / "
+            f"{data['events']:,} events",
+            "",
+            f"{data['date']}, {data['machine']}, load average before {data['load_average_before']}"
+            f", after {data.get('load_average_after')}; {data['seconds']} s; "
+            f"`.venv/bin/python {data['command']}`",
+            "",
+        ]
+        rows = data["figures"]
+        columns = list(next(iter(rows.values())))
+        for row in rows.values():
+            columns += [c for c in row if c not in columns]
+        out.append("| case | " + " | ".join(columns) + " |")
+        out.append("|---|" + "--:|" * len(columns))
+        for name, row in rows.items():
+            cells = [
+                f"{row[c]:,}" if isinstance(row.get(c), int | float) else str(row.get(c, ""))
+                for c in columns
+            ]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        if "index size" in data:
+            sizes = ", ".join(
+                f"{k} {v / 1e6:,.1f} MB"
+                for k, v in data["index size"].items()
+                if isinstance(v, int | float)
+            )
+            out += ["", f"Sizes (bytes on disk): {sizes}."]
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["queries", "ingest", "purge", "purge-child"])
-    parser.add_argument("--database-url", required=True)
+    parser.add_argument("part", choices=["queries", "ingest", "purge", "purge-child", "report"])
+    parser.add_argument("--database-url")
     parser.add_argument("--repeat", type=int, default=20, help="timed requests per case")
     parser.add_argument("--rounds", type=int, default=3, help="ingest/purge turns per state")
     parser.add_argument("--runs", type=int, default=2, help="ingest: runs per round")
@@ -474,6 +519,11 @@ def main(argv=None) -> None:
     parser.add_argument("--before", help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.part == "report":
+        print(markdown())
+        return
+    if not args.database_url:
+        parser.error("--database-url is needed")
     if args.part == "purge-child":
         purge_child(args)
         return

@@ -173,6 +173,14 @@ SQLITE_TABLE_NAMES = [
 ]
 
 
+def _may_be_spaceless(raw: str) -> str:
+    """A cheap test on the stored text before its JSON is decoded a second time for the
+    trigram table: only text with such a letter, or a \\u escape (Django writes JSON
+    with non-ASCII escaped), can hold one. Implied by the GLOB on the decoded text, so
+    which rows are in the table does not change."""
+    return f"({raw} GLOB {SQLITE_GLOB} OR instr({raw}, '\\u') > 0)"
+
+
 def _run_key(row: str) -> str:
     return f"(SELECT key FROM skill_run_search_keys WHERE run_id = {row}.id)"
 
@@ -186,7 +194,8 @@ def _sqlite_run_entries(row: str, delete: bool) -> str:
         f"INSERT INTO skill_run_search_runs ({words}rowid, body) "
         f"SELECT {command}{_run_key(row)}, {sqlite_run_text(row)}; "
         f"INSERT INTO skill_run_search_runs_trigram ({chars}rowid, body) "
-        f"SELECT {command}k, t FROM (SELECT {_run_key(row)} AS k, {sqlite_run_text(row)} AS t) "
+        f"SELECT {command}k, t FROM (SELECT {_run_key(row)} AS k, {sqlite_run_text(row)} AS t "
+        f"WHERE {_may_be_spaceless(f'{row}.error || {row}.output || {row}.inputs')}) "
         f"WHERE t GLOB {SQLITE_GLOB};"
     )
 
@@ -199,7 +208,8 @@ def _sqlite_log_entries(row: str, delete: bool) -> str:
         f"INSERT INTO skill_run_search_logs ({words}rowid, body) "
         f"SELECT {command}{row}.id, {sqlite_log_text(row)}; "
         f"INSERT INTO skill_run_search_logs_trigram ({chars}rowid, body) "
-        f"SELECT {command}k, t FROM (SELECT {row}.id AS k, {sqlite_log_text(row)} AS t) "
+        f"SELECT {command}k, t FROM (SELECT {row}.id AS k, {sqlite_log_text(row)} AS t "
+        f"WHERE {_may_be_spaceless(f'{row}.payload')}) "
         f"WHERE t GLOB {SQLITE_GLOB};"
     )
 
