@@ -10,7 +10,8 @@ machine's own cluster is never touched. Then, with the site configured with
    is a 404 for a reader and missing from its list, while the client that wrote it reads
    it at once (read-your-writes), and the list page says its data is old;
 3. once the paused standby lags past SKILLAUDIT_REPLICA_MAX_LAG_SECONDS the primary serves
-   (the reader now finds the run); replay resumed, the standby serves again;
+   (the reader now finds the run); replay resumed, the standby serves again, and still does
+   after the primary stays idle for longer than that limit (a quiet night is not lag);
 4. the standby is stopped while clients load the site: not one failed request; started
    again, it catches up and serves reads again (proved as in 2).
 
@@ -212,6 +213,16 @@ def main() -> int:
             standby.sql("SELECT pg_wal_replay_resume()")
             wait_caught_up(primary, standby)
 
+            # 3b. a quiet night: a caught-up standby of an idle primary is not lagging, however
+            # old its last replayed transaction; it keeps serving (its own scan counters grow)
+            time.sleep(MAX_LAG + 3)
+            before = standby_scans(standby)
+            for path in ("/runs/", "/api/runs/", "/skills/"):
+                expect(site.reader.get(path)[0] == 200, f"3b. {path} after {MAX_LAG + 3} s idle")
+            time.sleep(2)  # statistics are flushed about once a second
+            after = standby_scans(standby)
+            expect(after > before, f"3b. the idle standby served them ({before} -> {after} scans)")
+
             # 4. the standby stopped under load: no failed request
             load_failures, counts = under_load(site, lambda: standby.stop())
             expect(
@@ -240,6 +251,16 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     print("replicas:", "ok" if not failures else f"{len(failures)} failures")
     return 1 if failures else 0
+
+
+def standby_scans(standby: Server) -> int:
+    """Index and sequential scans of the audit tables counted by the standby itself."""
+    return int(
+        standby.sql(
+            "SELECT coalesce(sum(coalesce(idx_scan, 0) + seq_scan), 0) FROM pg_stat_user_tables "
+            "WHERE relname LIKE 'skill_run%'"
+        )
+    )
 
 
 def proof_of_standby(site: Site, primary: Server, standby: Server, run_id: str, expect) -> None:
