@@ -177,7 +177,7 @@ def test_pydantic_ai_agents_through_their_own_instrumentation(otlp, transactiona
     replays_change_nothing(captured, exporter)
 
 
-def test_langchain_through_openinference(otlp, transactional_db):
+def test_langchain_through_openinference(otlp, transactional_db, client, django_user_model):
     from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
     from langchain_core.messages import AIMessage
     from langchain_core.runnables import RunnableLambda
@@ -249,6 +249,14 @@ def test_langchain_through_openinference(otlp, transactional_db):
         e.payload for e in events if e.event_type == "tool_result" and e.payload["tool"] == "broken"
     )
     assert failed["is_error"] is True and failed["error"] == "tool exploded"
+
+    # Shown like any other run: run page, tree, skills page, search.
+    client.force_login(make_viewer(django_user_model))
+    for path in (f"/runs/{run.id}/", f"/runs/{run.id}/tree/", "/skills/"):
+        page = client.get(path)
+        assert page.status_code == 200 and b"orchestrator_agent" in page.content, path
+    found = client.get("/runs/", {"q": "exploded"})
+    assert found.status_code == 200 and run.id.encode() in found.content
     replays_change_nothing(captured, exporter)
 
 
