@@ -109,6 +109,8 @@ def meta(database_url: str) -> dict:
                 "SELECT reltuples::bigint FROM pg_class WHERE relname = 'skill_run_logs'"
             )
             events = cursor.fetchone()[0]
+            if runs < 0 or events < 0:  # never analyzed (a new database)
+                runs, events = SkillRun.objects.count(), SkillRunLog.objects.count()
         else:
             runs, events = SkillRun.objects.count(), SkillRunLog.objects.count()
     return {
@@ -534,7 +536,9 @@ def main(argv=None) -> None:
     result["seconds"] = round(time.perf_counter() - began, 1)
     from bench import report
 
-    name = f"search-{args.part}-{result['database']}-{result['runs']}"
+    name = f"search-{args.part}-{result['database']}"
+    if args.part != "ingest":  # the ingest starts from an empty database
+        name += f"-{result['runs']}"
     path = report.save(name, result)
     print(json.dumps(result, indent=2, default=str))
     print(f"written to {path.relative_to(ROOT)}")
