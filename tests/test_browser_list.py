@@ -136,3 +136,16 @@ def test_a_24_hour_chip_opens_the_runs_it_counts(page, data, viewport):  # noqa:
     assert got["since"] == ["-24h"] and got["status"] == [status]
     assert status in contract.KNOWN_STATUSES
     assert len(listed_ids(page)) == number
+
+
+def test_the_admin_changelist_fits_1440_px_with_dashboard_dates(page, data):  # noqa: F811
+    page.set_viewport_size(WIDE)
+    page.goto("/admin/runs/skillrun/")
+    no_sideways_scroll(page, WIDE["width"])
+    table, box = page.locator("#result_list").evaluate(
+        "t => [t.getBoundingClientRect().right,"
+        " t.closest('#changelist').getBoundingClientRect().right]"
+    )
+    assert table <= box + 1, (table, box)
+    started = page.locator("#result_list td.field-started time").first
+    expect(started).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
