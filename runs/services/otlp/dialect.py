@@ -11,10 +11,11 @@ to ``DIALECTS`` (first match wins; GenAI, the fallback, is last).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .decode import Span, clean
+from .decode import Span
 
 RUN = "run"  # a run by itself (GenAI invoke_agent, OpenInference named AGENT)
 MODEL = "model"  # a model call: a step event, its tokens counted
@@ -85,15 +86,20 @@ def maybe_json(value):
     return value
 
 
+# What json.loads can make of escapes: NUL and lone surrogates (decode.clean sees neither
+# surrogates, which protobuf strings cannot hold).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _cleaned(value, depth: int = 0):
     if isinstance(value, str):
-        return clean(value)
+        return _UNSTORABLE.sub("\ufffd", value)
     if depth > 200:
         return "(nested too deep)"
     if isinstance(value, list):
         return [_cleaned(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {clean(k): _cleaned(v, depth + 1) for k, v in value.items()}
+        return {_UNSTORABLE.sub("\ufffd", k): _cleaned(v, depth + 1) for k, v in value.items()}
     return value
 
 
