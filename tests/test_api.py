@@ -213,7 +213,8 @@ def test_writing_events_needs_the_log_permission(django_user_model, mixed_runs):
 
 
 def test_purge_needs_the_delete_permissions(writer, admin_api, mixed_runs):
-    body = {"t": "2100-01-01T00:00:00Z"}
+    # The newest run started in 2026-11; a cutoff in the future is refused (issue 13).
+    body = {"t": "2026-12-01T00:00:00Z"}
     assert post_json(writer, "/api/contract/purge_older_than/", body).status_code == 403
     assert SkillRun.objects.count() == 6
     response = post_json(admin_api, "/api/contract/purge_older_than/", body)
@@ -837,8 +838,8 @@ def test_batches_have_a_size_limit(writer):
 @pytest.mark.parametrize(
     "event",
     [
-        {"sequence": 0},
-        {"sequence": -(2**63), "event_type": "", "payload": None, "created_at": None},
+        {"sequence": 1},
+        {"sequence": 1, "event_type": "", "payload": None, "created_at": None},
         {"sequence": 2**63 - 1, "event_type": "e" * 32, "payload": {"a": [{"b": None}]}},
         {"sequence": 7, "created_at": "2026-11-20T12:00:00.5-08:00"},
         {"sequence": 7, "created_at": "2026-11-20T12:00:00z", "payload": {"\u0000": "\ud800"}},

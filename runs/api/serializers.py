@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.validators import ProhibitNullCharactersValidator
+from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -22,6 +23,8 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from .. import contract, jsontext
 
 INT64 = (-(2**63), 2**63 - 1)
+# How far ahead of the server clock a run may say it started.
+START_AHEAD_LIMIT = timedelta(days=1)
 MAX_JSON_DEPTH = jsontext.MAX_JSON_DEPTH
 MAX_BATCH_EVENTS = 10_000
 
@@ -252,6 +255,13 @@ class RunStartSerializer(StrictSerializer):
     total_output_tokens = StrictIntegerField(required=False, default=0)
     total_thinking_tokens = StrictIntegerField(required=False, default=0)
 
+    def validate_started_at(self, value):
+        # A writer's clock may drift a little; a day ahead is a wrong clock or a forged row
+        # that would sit on top of every newest-first list for a day.
+        if value is not None and value > timezone.now() + START_AHEAD_LIMIT:
+            raise serializers.ValidationError("is more than a day ahead of the server clock")
+        return value
+
     def to_contract(self) -> contract.SkillRun:
         return contract.SkillRun(**self.validated_data)
 
@@ -259,14 +269,20 @@ class RunStartSerializer(StrictSerializer):
 class RunStatsSerializer(StrictSerializer):
     """POST /api/runs/<id>/finish/: finish_run (contract.RunStats). Last write wins."""
 
-    status = text(contract.STATUS_MAX_LENGTH, help_text="ok, error, timeout, ...")
+    status = text(contract.STATUS_MAX_LENGTH, help_text="ok, error, timeout, ... (not running)")
     output = text()
     error = text()
-    tool_calls = StrictIntegerField(required=False, default=0)
-    runtime_seconds = FiniteFloatField(required=False, default=0.0)
-    input_tokens = StrictIntegerField(required=False, default=0)
-    output_tokens = StrictIntegerField(required=False, default=0)
-    thinking_tokens = StrictIntegerField(required=False, default=0)
+    # Counts and durations of a finished run: never negative.
+    tool_calls = StrictIntegerField(required=False, default=0, min_value=0)
+    runtime_seconds = FiniteFloatField(required=False, default=0.0, min_value=0.0)
+    input_tokens = StrictIntegerField(required=False, default=0, min_value=0)
+    output_tokens = StrictIntegerField(required=False, default=0, min_value=0)
+    thinking_tokens = StrictIntegerField(required=False, default=0, min_value=0)
+
+    def validate_status(self, value):
+        if value == contract.STATUS_RUNNING:
+            raise serializers.ValidationError("a finished run cannot have status running")
+        return value
 
     def to_contract(self) -> contract.RunStats:
         return contract.RunStats(**self.validated_data)
@@ -286,7 +302,11 @@ class LogSerializer(serializers.Serializer):
 class LogEventSerializer(StrictSerializer):
     """One event of a run (the run comes from the URL)."""
 
-    sequence = StrictIntegerField(help_text="unique within the run; the order of events")
+    # From 1: the dashboard and the API page events after a sequence starting at 0, so an
+    # event at 0 or below was stored and never shown.
+    sequence = StrictIntegerField(
+        min_value=1, help_text="from 1, unique within the run; the order of events"
+    )
     event_type = text(contract.EVENT_TYPE_MAX_LENGTH, help_text="step, tool_call, ...")
     payload = JSONObjectField(required=False, default=dict, allow_null=True)
     created_at = AwareDateTimeField(
@@ -312,7 +332,7 @@ def _valid_event(data) -> dict | None:
     if type(data) is not dict or not data.keys() <= _EVENT_KEYS:
         return None
     sequence = data.get("sequence")
-    if type(sequence) is not int or not INT64[0] <= sequence <= INT64[1]:
+    if type(sequence) is not int or not 1 <= sequence <= INT64[1]:
         return None
     event_type = data.get("event_type", "")
     if type(event_type) is not str or len(event_type) > contract.EVENT_TYPE_MAX_LENGTH:
@@ -501,7 +521,13 @@ class FinishedBeforeRequest(StrictSerializer):
 
 
 class PurgeRequest(StrictSerializer):
-    t = AwareDateTimeField(help_text="runs started strictly before t are deleted")
+    t = AwareDateTimeField(help_text="runs started before t are deleted; not in the future")
+
+    def validate_t(self, value):
+        # As `manage.py purge_runs` refuses it: a future cutoff deletes runs still going on.
+        if value > timezone.now():
+            raise serializers.ValidationError("is in the future")
+        return value
 
 
 class RunsResponse(serializers.Serializer):
