@@ -299,9 +299,9 @@ def test_opening_a_run_and_unfolding_a_folded_payload(page, data):
     expect(page.locator("h1")).to_contain_text("plan-trip")
     expect(page.locator("h1 .badge")).to_have_text("error")
     facts = page.locator("dl.facts")
-    expect(facts.locator("div", has_text="Run id").locator("dd")).to_have_text(data.root)
+    expect(facts.locator("div", has_text="Run id").locator("dd #run-id")).to_have_text(data.root)
     tokens = facts.locator("div", has_text="Tokens").locator("dd")
-    expect(tokens).to_have_text("1\u2009200 / 300 / 50")
+    expect(tokens).to_have_text("1,200 in · 300 out · 50 thinking")
     inputs = page.locator("section[aria-labelledby=inputs-h] details")
     expect(inputs).to_have_attribute("open", "")
     expect(inputs.locator("pre")).to_contain_text('"destination": "Lisbon"')
@@ -316,13 +316,17 @@ def test_opening_a_run_and_unfolding_a_folded_payload(page, data):
     expect(page.locator("li.event.error .etype")).to_contain_text("error")
 
     event = page.locator(f"#event-{data.folded_event}")
-    details = event.locator("details")
+    details = event.locator("details.json")
     assert details.evaluate("d => d.open") is False
     expect(details.locator("pre")).to_be_hidden()
-    details.locator("summary").click()
+    details.locator("> summary").click()
     assert details.evaluate("d => d.open") is True
-    expect(details.locator("pre")).to_be_visible()
-    expect(details.locator("pre")).to_contain_text('"flight option 39"')
+    # unfolded, it shows as a folding JSON viewer (static/runs/trace.js), the text a click away
+    expect(details.locator(".jv")).to_be_visible()
+    expect(details.locator(".jv")).to_contain_text("flight option 39")
+    details.locator("button.jv-toggle").click()
+    expect(details.locator("pre.payload")).to_be_visible()
+    expect(details.locator("pre.payload")).to_contain_text('"flight option 39"')
 
     follow(page, page.locator("ul.children a", has_text="book-hotel"))
     assert path(page) == f"/runs/{data.sibling}/"

@@ -212,8 +212,13 @@ def page_context(run, position: Position) -> dict:
     )
     rows = page.rows
     breakdown = selectors.event_breakdown(run.id)
-    failures = selectors.failures(run.id)
-    failed_runs = selectors.failed_sub_runs(run.id)
+    # Both lists are skipped when the counts say they are empty: the breakdown's failures,
+    # and the failed_descendants roll-up the database keeps on the run (issue 17).
+    failures = selectors.failures(run.id) if breakdown.failures else []
+    if getattr(run, "failed_descendants", None) == 0:
+        failed_runs = []
+    else:
+        failed_runs = selectors.failed_sub_runs(run.id)
     more_failed_runs = len(failed_runs) > selectors.FAILED_SUB_RUNS_CAP
     failed_runs = failed_runs[: selectors.FAILED_SUB_RUNS_CAP]
     length = run_length(run, rows[-1].created_at if rows else None, now)
