@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -24,8 +25,8 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
+from rest_framework import exceptions, renderers, status
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -80,8 +81,8 @@ class BodyTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
 
-    def __init__(self):
-        super().__init__(f"the body is larger than {max_body_bytes()} bytes")
+    def __init__(self, limit: int | None = None):
+        super().__init__(f"the body is larger than {limit or max_body_bytes()} bytes")
 
 
 class Unavailable(exceptions.APIException):
@@ -129,6 +130,9 @@ WRITE_ERRORS = {
 }
 
 
+# CSRF-exempt: it changes nothing, and a POST to an unknown path should get this JSON 404,
+# not Django's HTML CSRF page.
+@csrf_exempt
 def not_found(request, *args, **kwargs):
     return JsonResponse({"detail": "no such endpoint (API paths end with a slash)"}, status=404)
 
@@ -147,22 +151,34 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-class BoundedJSONParser(JSONParser):
+class BoundedJSONParser(BaseParser):
     """A JSON object of bounded size and depth; every way to get it wrong is a 4xx.
 
-    DRF's parser reads the whole stream (Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not
-    apply), lets RecursionError from deep nesting through as a 500, and takes any JSON value.
+    The recording endpoints (views with ``recording = True``) take bodies up to
+    SKILLAUDIT_API_MAX_BODY_BYTES (16 MiB); every other endpoint up to Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB); above either, 413. Not a JSONParser subclass on
+    purpose: DRF hands JSONParser subclasses ``request.body``, which Django refuses past its
+    2.5 MB with a 400, whatever the endpoint documents; this parser reads the stream itself.
+    DRF's own parser also lets RecursionError from deep nesting through as a 500 and takes
+    any JSON value.
     """
 
+    media_type = "application/json"
+    renderer_class = renderers.JSONRenderer
+
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = max_body_bytes()
+        view = (parser_context or {}).get("view")
+        if getattr(view, "recording", False):
+            limit = max_body_bytes()
+        else:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or max_body_bytes()
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
         if declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge()
+            raise BodyTooLarge(limit)
         raw = stream.read(limit + 1)
         if len(raw) > limit:
-            raise BodyTooLarge()
+            raise BodyTooLarge(limit)
         try:
             data = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
         except RecursionError:
@@ -333,6 +349,8 @@ class ApiView(APIView):
 
 
 class RunListView(ApiView):
+    recording = True  # POST starts a run: the recording body limit
+
     @extend_schema(
         operation_id="runs_list",
         summary="Runs, newest first, with the dashboard's filters",
@@ -391,6 +409,7 @@ LOG_WRITE = WRITE_RUNS + ["runs.add_skillrunlog"]
 
 
 class RunLogsView(ApiView):
+    recording = True
     required_permissions = {
         **{method: [VIEW_RUNS] for method in READ_METHODS},
         "POST": LOG_WRITE,
@@ -472,6 +491,8 @@ class RunLogsView(ApiView):
 
 
 class RunFinishView(ApiView):
+    recording = True
+
     @extend_schema(
         operation_id="runs_finish",
         summary="Finish a run (finish_run)",
