@@ -113,6 +113,19 @@ class Progress:
 CHUNK = 5000
 
 
+ROLLUP_TRIGGERS = (
+    ("skill_runs", "skill_run_failed_descendants_insert"),
+    ("skill_run_logs", "skill_run_failed_tools_insert"),
+)
+
+
+def rollups():
+    """Migration 0010's module: its backfill() counts the failure roll-ups from scratch."""
+    import importlib
+
+    return importlib.import_module("runs.migrations.0010_failure_rollups")
+
+
 def load_postgresql(url: str, history: History, replace: bool) -> dict:
     import psycopg
 
@@ -137,6 +150,10 @@ def load_postgresql(url: str, history: History, replace: bool) -> dict:
             # TRUNCATE fires no trigger: the run counts are emptied with the runs, and the
             # COPY's insert trigger counts the new runs (migration 0006).
             cur.execute("TRUNCATE skill_run_logs, skill_runs, skill_run_counts")
+            # The failure roll-ups (migration 0010) are counted once, after the indexes are
+            # back: their triggers would walk call trees with no index to walk.
+            for table, trigger in ROLLUP_TRIGGERS:
+                cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
             began = time.perf_counter()
             progress = Progress("runs", history.total_runs)
             columns = ", ".join(RUN_COLUMNS)
@@ -195,11 +212,17 @@ def load_postgresql(url: str, history: History, replace: bool) -> dict:
             began = time.perf_counter()
             for statement in rebuild:
                 cur.execute(statement)
+            timings["indexes_s"] = time.perf_counter() - began
+            began = time.perf_counter()
+            for statement in rollups().backfill("postgresql"):
+                cur.execute(statement)
+            for table, trigger in ROLLUP_TRIGGERS:
+                cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+            timings["rollups_s"] = time.perf_counter() - began
             cur.execute(
                 "SELECT setval(pg_get_serial_sequence('skill_run_logs', 'id'), "
                 "(SELECT coalesce(max(id), 1) FROM skill_run_logs))"
             )
-            timings["indexes_s"] = time.perf_counter() - began
         conn.commit()
     began = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -291,6 +314,14 @@ def load_sqlite(path: str, url: str, history: History, replace: bool) -> dict:
     ).fetchall()
     for name, _sql in indexes:
         conn.execute(f'DROP INDEX "{name}"')
+    # The failure roll-ups (migration 0010) are counted once, after the indexes are back:
+    # their triggers would walk call trees with no index to walk.
+    rollup_triggers = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+        "AND name LIKE 'skill_run_failed%'"
+    ).fetchall()
+    for name, _sql in rollup_triggers:
+        conn.execute(f'DROP TRIGGER "{name}"')
     conn.execute("COMMIT")
 
     def batches(rows, size=50_000):
@@ -375,6 +406,14 @@ def load_sqlite(path: str, url: str, history: History, replace: bool) -> dict:
     for _name, sql in indexes:
         conn.execute(sql)
     timings["indexes_s"] = time.perf_counter() - began
+    began = time.perf_counter()
+    conn.execute("BEGIN")
+    for statement in rollups().backfill("sqlite"):
+        conn.execute(statement)
+    for _name, sql in rollup_triggers:
+        conn.execute(sql)
+    conn.execute("COMMIT")
+    timings["rollups_s"] = time.perf_counter() - began
     began = time.perf_counter()
     conn.execute("ANALYZE")
     timings["analyze_s"] = time.perf_counter() - began

@@ -380,6 +380,30 @@ def _catalog() -> list[Query]:
             "export: a batch's events",
             lambda st, s: RunTransfer(st.using).log_rows([s.run_id], 20_000),
         ),
+        # The run list's failed=1 (issue 17): the failure partial indexes walked newest
+        # first, every entry a match (their condition is the filter).
+        Query(
+            "run list: failed=1 (top level)",
+            lambda st, s: list(
+                SkillRun.objects.db_manager(st.using)
+                .matching(RunFilter(top_level_only=True))
+                .failed()
+                .newest_first()
+                .values_list("id", flat=True)[:51]
+            ),
+            walk_ok=True,
+        ),
+        Query(
+            "run list: failed=1 (nested too)",
+            lambda st, s: list(
+                SkillRun.objects.db_manager(st.using)
+                .matching(RunFilter())
+                .failed()
+                .newest_first()
+                .values_list("id", flat=True)[:51]
+            ),
+            walk_ok=True,
+        ),
     ]
     return queries
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .permissions import CanViewRuns
+from .views import READ_ERRORS
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -45,7 +46,11 @@ class ApiIndexView(APIView):
 
     permission_classes: list[type[BasePermission]] = [CanViewRuns]
 
-    @extend_schema(operation_id="api_index", summary="The API's endpoints", responses={200: dict})
+    @extend_schema(
+        operation_id="api_index",
+        summary="The API's endpoints",
+        responses={200: dict, **READ_ERRORS},
+    )
     def get(self, request):
         prefix = request.path if request.path.endswith("/") else request.path + "/"
         return Response(

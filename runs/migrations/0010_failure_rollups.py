@@ -34,11 +34,20 @@ from django.db import migrations, models
 FAILED = "('error', 'timeout', 'budget_exceeded')"  # contract.FAILED_STATUSES
 FAILED_RUN = f"(status IN {FAILED} OR failed_tools > 0 OR failed_descendants > 0)"
 INDEXES = [
-    f"CREATE INDEX runs_failed ON skill_runs (started_at DESC, id DESC) WHERE {FAILED_RUN}",
-    "CREATE INDEX runs_toplevel_failed ON skill_runs (started_at DESC, id DESC) "
+    # status last: the list's bounded count (status <> dry_run) and status=failed are
+    # answered from the index alone
+    f"CREATE INDEX runs_failed ON skill_runs (started_at DESC, id DESC, status) WHERE {FAILED_RUN}",
+    "CREATE INDEX runs_toplevel_failed ON skill_runs (started_at DESC, id DESC, status) "
     f"WHERE parent_run_id = '' AND {FAILED_RUN}",
+    # failed=1 with a skill: that skill's failed runs in list order, not all its runs
+    "CREATE INDEX runs_toplevel_failed_skill ON skill_runs "
+    f"(skill_id, started_at DESC, id DESC, status) WHERE parent_run_id = '' AND {FAILED_RUN}",
 ]
-DROP_INDEXES = ["DROP INDEX IF EXISTS runs_failed", "DROP INDEX IF EXISTS runs_toplevel_failed"]
+DROP_INDEXES = [
+    "DROP INDEX IF EXISTS runs_failed",
+    "DROP INDEX IF EXISTS runs_toplevel_failed",
+    "DROP INDEX IF EXISTS runs_toplevel_failed_skill",
+]
 
 
 def recount(seeds: str) -> str:
