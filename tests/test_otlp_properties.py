@@ -9,10 +9,11 @@ names exists (a parent whose span has not arrived is a `running` placeholder).
 from __future__ import annotations
 
 import pytest
+from django.db.models import Count, Sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runs.models import OtlpTrace, SkillRun, SkillRunLog
+from runs.models import OtlpTrace, SkillRun, SkillRunCount, SkillRunLog
 from tests.otlp_support import post, request_of, snapshot, token_for
 from tests.test_otlp_mapping import genai_trace
 from tests.test_otlp_openinference import oi_trace
@@ -72,6 +73,19 @@ def test_any_order_and_duplication_stores_the_same(client, django_user_model, di
             assert response.status_code == 200
             consistent()
         assert snapshot() == reference
+        # The count triggers followed every replacement: the day buckets count the runs.
+        counted = {
+            (row["skill_id"], row["status"]): row["n"]
+            for row in SkillRun.objects.values("skill_id", "status").annotate(n=Count("id"))
+        }
+        buckets = {
+            (row["skill_id"], row["status"]): row["n"]
+            for row in SkillRunCount.objects.filter(span="day")
+            .values("skill_id", "status")
+            .annotate(n=Sum("runs"))
+            if row["n"]
+        }
+        assert buckets == counted
 
     check()
 
