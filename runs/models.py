@@ -213,23 +213,3 @@ class OtlpTrace(models.Model):
 
     def __str__(self):
         return self.trace_id
-
-
-class OtlpSpan(models.Model):
-    """One received span, as the exporter sent it (a serialized opentelemetry-proto Span),
-    kept so that a trace can be re-derived whole when more of it arrives."""
-
-    id = models.BigAutoField(primary_key=True)
-    trace_id = models.CharField(max_length=32)
-    span_id = models.CharField(max_length=16)
-    data = models.BinaryField()
-
-    class Meta:
-        db_table = "otlp_spans"
-        # Also the index of the per-trace reads (trace_id is its first column).
-        constraints = [
-            models.UniqueConstraint(fields=["trace_id", "span_id"], name="otlp_spans_trace_span")
-        ]
-
-    def __str__(self):
-        return f"{self.trace_id}/{self.span_id}"
