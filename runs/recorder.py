@@ -2,6 +2,11 @@
 
 An audit failure must never break the agent it records: every storage error is logged
 and counted on the recorder (and its sink), never raised into the caller.
+
+``Sink(storage, buffered=True)`` (or ``Sink(BufferedStorage(storage, ...))``) records in
+the background (runs.buffered): the agent's thread only checks and queues each write.
+What the storage then refuses is counted in ``failures`` as unbuffered, when the writer
+gets to it; what the buffer drops (full queue, storage down too long) in ``dropped``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from . import contract
+from .buffered import BufferedStorage
 from .contract import RunStats, SkillRun, SkillRunLog, Storage
 
 logger = logging.getLogger(__name__)
@@ -27,15 +33,29 @@ class Sink:
     that simulates time: it then stamps starts and events and measures runtimes. By
     default the wall clock stamps and a monotonic timer measures, so a clock step (NTP)
     cannot make a runtime negative.
+
+    ``buffered=True`` wraps the storage in a BufferedStorage with its defaults, which the
+    sink then owns: ``close()`` (and ``with`` exit) flushes and stops it. A BufferedStorage
+    passed in is flushed by ``close()``, not stopped: other sinks may share it.
     """
 
     def __init__(
-        self, storage: Storage | None, clock: Callable[[], datetime] | None = None
+        self,
+        storage: Storage | None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        buffered: bool = False,
     ) -> None:
+        self._owns_buffer = False
+        if buffered and storage is not None and not isinstance(storage, BufferedStorage):
+            storage = BufferedStorage(storage)
+            self._owns_buffer = True
         self.storage = storage
+        self.buffer = storage if isinstance(storage, BufferedStorage) else None
         self.clock = clock
         self._lock = threading.Lock()
         self.failures = 0
+        self.dropped = 0
 
     def start_run(
         self,
@@ -58,7 +78,8 @@ class Sink:
                     inputs=inputs or {},
                     parent_run_id=parent_run_id,
                     started_at=recorder.started_at,
-                )
+                ),
+                **recorder._owner,
             ),
         )
         return recorder
@@ -66,9 +87,34 @@ class Sink:
     def now(self) -> datetime:
         return self.clock() if self.clock is not None else contract.utcnow()
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until what was recorded so far is stored (a no-op unbuffered); False if
+        ``timeout`` seconds passed first."""
+        return self.buffer.flush(timeout) if self.buffer is not None else True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush; stop the buffer if this sink made it. False if ``timeout`` passed first
+        (what was left is then dropped and counted)."""
+        if self.buffer is None:
+            return True
+        if self._owns_buffer:
+            return self.buffer.close(timeout)
+        return self.buffer.flush(timeout if timeout is not None else self.buffer.close_timeout)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
     def _count_failure(self) -> None:
         with self._lock:
             self.failures += 1
+
+    def _count_dropped(self) -> None:
+        with self._lock:
+            self.dropped += 1
 
 
 class RunRecorder:
@@ -78,6 +124,7 @@ class RunRecorder:
         self.sink = sink
         self.run_id = run_id
         self.failures = 0
+        self.dropped = 0
         self.tool_calls = 0
         self.input_tokens = 0
         self.output_tokens = 0
@@ -86,6 +133,10 @@ class RunRecorder:
         # False once start_run failed: the run id may belong to another run (a duplicate
         # id), whose log and summary this recorder must not write into.
         self.recording = True
+        # True once a buffer dropped the start: the run's later writes are lost too.
+        self._start_lost = False
+        # Buffered writes name their recorder, which the writer reports outcomes to.
+        self._owner = {"owner": self} if sink.buffer is not None else {}
         self._sequence = 0
         self._lock = threading.Lock()
         self.started_at = sink.now()
@@ -152,7 +203,9 @@ class RunRecorder:
                 output_tokens=self.output_tokens,
                 thinking_tokens=self.thinking_tokens,
             )
-        self._write("finish_run", lambda storage: storage.finish_run(self.run_id, stats))
+        self._write(
+            "finish_run", lambda storage: storage.finish_run(self.run_id, stats, **self._owner)
+        )
 
     @property
     def runtime_seconds(self) -> float:
@@ -188,7 +241,7 @@ class RunRecorder:
             payload=payload,
             created_at=self.sink.now(),
         )
-        self._write(event_type, lambda storage: storage.append_log(log))
+        self._write(event_type, lambda storage: storage.append_log(log, **self._owner))
 
     def _write_start(self, call) -> None:
         if not self._write("start_run", call):
@@ -197,7 +250,11 @@ class RunRecorder:
     def _write(self, what: str, call) -> bool:
         """Run one storage call; False (logged and counted) when it failed."""
         storage = self.sink.storage
-        if storage is None or not self.recording:
+        if storage is None:
+            return True
+        if not self.recording:
+            if self._start_lost:
+                self._count_dropped()
             return True
         try:
             call(storage)
@@ -208,3 +265,25 @@ class RunRecorder:
             logger.exception("skillaudit: %s failed for run %s", what, self.run_id)
             return False
         return True
+
+    def _count_dropped(self) -> None:
+        with self._lock:
+            self.dropped += 1
+        self.sink._count_dropped()
+
+    # --- what a BufferedStorage's writer reports (in its thread) -------------------
+
+    def _buffer_refused(self, what: str) -> None:
+        """The storage refused one of this run's writes (the buffer logged it)."""
+        if what == "start_run":
+            self.recording = False
+        with self._lock:
+            self.failures += 1
+        self.sink._count_failure()
+
+    def _buffer_lost(self, what: str) -> None:
+        """The buffer dropped one of this run's writes (queue full, storage down)."""
+        if what == "start_run":
+            self._start_lost = True
+            self.recording = False
+        self._count_dropped()

@@ -38,8 +38,18 @@ def log_from_model(row: SkillRunLogModel) -> SkillRunLog:
 class DjangoStorage:
     """The Storage contract on the Django database ``using`` (default: "default")."""
 
+    # append_logs stores events of several runs in one transaction: runs.buffered writes a
+    # batch of events of many runs with one commit instead of one per run.
+    append_logs_across_runs = True
+
     def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
         self.using = using
+
+    def close_connection(self) -> None:
+        """Close this thread's connection; the next call opens a new one. Outside a request
+        nothing replaces a connection that a database restart broke, so a long-lived writer
+        thread (runs.buffered) calls this after a failed write and when it stops."""
+        connections[self.using].close()
 
     @property
     def _runs(self):
