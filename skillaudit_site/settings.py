@@ -63,7 +63,7 @@ INSTALLED_APPS = [
     "django_filters",
     "csp",
     "rest_framework",
-    "access",
+    "runs.access",
     "axes",
     "drf_spectacular",
     "runs",
@@ -202,8 +202,8 @@ AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "access.lockout.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "access.clients.client_address"
+AXES_LOCKOUT_CALLABLE = "runs.access.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "runs.access.clients.client_address"
 # Failed logins only (no row per successful login).
 AXES_DISABLE_ACCESS_LOG = True
 LOGIN_REDIRECT_URL = "/"
@@ -284,9 +284,9 @@ REST_FRAMEWORK = {
     # Tokens are stored hashed (access.models); a request that no class authenticates is
     # throttled per address by the last one (DRF would answer it 401 before its throttles).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "access.authentication.HashedTokenAuthentication",
+        "runs.access.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "access.authentication.AnonymousRateLimit",
+        "runs.access.authentication.AnonymousRateLimit",
     ],
     # Per user (one token each); anonymous and failed-token requests per address
     # (access.authentication). "off" switches a rate off. Counted in the cache below.
@@ -318,7 +318,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["runs.api.permissions.CanViewRuns"],
     # The ways to log in (AnonymousRateLimit only throttles those that do not).
     "AUTHENTICATION_WHITELIST": [
-        "access.authentication.HashedTokenAuthentication",
+        "runs.access.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "COMPONENT_SPLIT_REQUEST": True,

@@ -51,7 +51,7 @@ def http_storage(request, transactional_db, django_user_model):
     """HttpStorage on a live server, as a token user with the run permissions only."""
     from django.contrib.auth.models import Permission
 
-    from access.models import ApiToken as Token
+    from runs.access.models import ApiToken as Token
     from runs.client import HttpStorage
 
     server = request.getfixturevalue("live_server")

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from access.models import ApiToken as Token
 from runs import cursors
+from runs.access.models import ApiToken as Token
 from runs.api import contract_methods
 from runs.api import views as api
 from runs.models import SkillRun, SkillRunLog

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from rest_framework.test import APIClient
 
-from access.models import ApiToken
+from runs.access.models import ApiToken
 from runs.api.views import DEFAULT_MAX_BODY_BYTES
 from runs.models import SkillRunLog
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from access.models import ApiToken
+from runs.access.models import ApiToken
 from runs.models import SkillRun, SkillRunLog
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.auth.models import Permission
 
-from access.models import ApiToken as Token
 from runs import contract
+from runs.access.models import ApiToken as Token
 from runs.api import contract_methods
 from runs.client import ApiError, HttpStorage
 from runs.contract import Conflict, NotFound, RunStats, SkillRun, SkillRunLog

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from rest_framework.test import APIClient
 
-from access.models import ApiToken
 from runs import cursors
+from runs.access.models import ApiToken
 from tests.dashboard_data import BASE, make_viewer, record_run
 
 pytestmark = pytest.mark.django_db

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from access.models import ApiToken as Token
 from runs import contract
+from runs.access.models import ApiToken as Token
 from runs.managers import RunTransfer
 from runs.memory import MemoryStorage
 from runs.models import SkillRun, SkillRunCount, SkillRunLog

@@ -345,7 +345,7 @@ def reader(django_user_model):
     from django.contrib.auth.models import Permission
     from rest_framework.test import APIClient
 
-    from access.models import ApiToken as Token
+    from runs.access.models import ApiToken as Token
 
     user = django_user_model.objects.create_user("reader", password="pw-123456")
     user.user_permissions.set(Permission.objects.filter(codename="view_skillrun"))

@@ -13,7 +13,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 from rest_framework.throttling import UserRateThrottle
 
-from access.models import ApiToken
+from runs.access.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 

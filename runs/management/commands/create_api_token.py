@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from access.models import ApiToken
+from runs.access.models import ApiToken
 
 
 class Command(BaseCommand):

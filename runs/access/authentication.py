@@ -18,7 +18,7 @@ from .models import ApiToken
 
 
 class AddressThrottle(SimpleRateThrottle):
-    """A DRF rate throttle keyed by the client address (access.clients), in two steps:
+    """A DRF rate throttle keyed by the client address (runs.access.clients), in two steps:
     `blocked()` only looks, `record()` counts (DRF's allow_request does both at once)."""
 
     def get_cache_key(self, request, view=None):
@@ -67,7 +67,7 @@ def throttled(wait: float):
 
 
 class HashedTokenAuthentication(TokenAuthentication):
-    """`Authorization: Token <key>` checked against the stored digests (access.models).
+    """`Authorization: Token <key>` checked against the stored digests (runs.access.models).
 
     An address that sent FAILED_TOKEN_RATE wrong tokens gets 429 with Retry-After for every
     token request, right or wrong, until the window passes (a lockout, like the login's).
