@@ -211,10 +211,12 @@ def page_context(run, position: Position) -> dict:
         last=position.last,
     )
     rows = page.rows
-    breakdown = selectors.event_breakdown(run.id)
-    # Both lists are skipped when the counts say they are empty: the breakdown's failures,
-    # and the failed_descendants roll-up the database keeps on the run (issue 17).
-    failures = selectors.failures(run.id) if breakdown.failures else []
+    breakdown = selectors.event_breakdown(run.id, getattr(run, "failed_tools", None))
+    # The lists are skipped when the counts say they are empty: the breakdown's failures,
+    # and the failed_descendants roll-up the database keeps on the run (issue 17). Each
+    # reads failures in sequence order and stops early: the header names the first few,
+    # the pager links the next one after this page.
+    failures = selectors.failures(run.id, FAILURES_NAMED) if breakdown.failures else []
     if getattr(run, "failed_descendants", None) == 0:
         failed_runs = []
     else:
@@ -232,12 +234,9 @@ def page_context(run, position: Position) -> dict:
         return f"?events_after={sequence - 1}#event-{sequence}"
 
     last_shown = events[-1].sequence if events else (position.after or 0)
-    next_error = next((f[0] for f in failures if f[0] > last_shown), None)
-    if next_error is None and len(failures) >= selectors.FAILURE_LIST_CAP:
-        # More failures than listed: the errors-only view continues after this page.
-        next_error_link = _query([("errors", "1"), ("events_after", str(last_shown))])
-    else:
-        next_error_link = event_link(next_error) if next_error is not None else ""
+    later = selectors.failures(run.id, 1, after=last_shown) if breakdown.failures else []
+    next_error = later[0][0] if later else None
+    next_error_link = event_link(next_error) if next_error is not None else ""
     named = [
         {
             "sequence": sequence,
@@ -249,12 +248,19 @@ def page_context(run, position: Position) -> dict:
     ]
     at_end = not page.has_after and not wanted.active()
     types, tools = dict(breakdown.by_type), dict(breakdown.by_tool)
+    if not tools:  # counted by type only: the tools of this page are offered
+        for e in events:
+            if e.tool:
+                tools[e.tool] = None  # no count: only this page was read
     # A filter for a type or tool the run lacks still shows as chosen (with 0 events).
     if wanted.event_type:
         types.setdefault(wanted.event_type, 0)
     if wanted.tool:
         tools.setdefault(wanted.tool, 0)
     error_event = next((f[0] for f in failures if f[1] == contract.EVENT_ERROR), None)
+    if error_event is None and breakdown.error_events:
+        found = selectors.failures(run.id, 1, event_type=contract.EVENT_ERROR)
+        error_event = found[0][0] if found else None
     return {
         "events": events,
         "event_rows_seen": len(rows),
@@ -299,7 +305,7 @@ def live_state(run, after: int, append: bool) -> dict:
     and (``append``: the page shows the end of the timeline) the events after ``after``
     as rendered <li>s, the same markup the page has (rendering.timeline_items)."""
     now = timezone.now()
-    breakdown = selectors.event_breakdown(run.id)
+    breakdown = selectors.event_breakdown(run.id, getattr(run, "failed_tools", None))
     last = selectors.last_sequence(run.id)
     state = {
         "status": run.status,
