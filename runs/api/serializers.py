@@ -214,6 +214,12 @@ class RunSummarySerializer(RunCoreSerializer):
     output_preview = serializers.CharField(help_text="the first 160 characters of output")
     error_preview = serializers.CharField(help_text="the first 160 characters of error")
     has_children = serializers.BooleanField()
+    failed_tools = serializers.IntegerField(
+        help_text="failed tool calls among its events (tool_result with is_error: true)"
+    )
+    failed_descendants = serializers.IntegerField(
+        help_text="runs below it in its call tree with a failed status"
+    )
 
 
 class RunSerializer(serializers.Serializer):
