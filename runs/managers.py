@@ -40,6 +40,9 @@ SUMMARY_FIELDS = (
     "failed_descendants",
 )
 PREVIEW_CHARS = 160
+# OTLP ingest's run ids: "otlp-" + 32 hex digits of trace id + "-" + 16 of span id.
+OTLP_RUN_PREFIX = "otlp-"
+OTLP_RUN_ID_LENGTH = len(OTLP_RUN_PREFIX) + 32 + 1 + 16
 
 # A failed run for the list's failed=1 filter: it failed, a tool of it failed, or a run
 # below it failed. The text of migration 0010's partial indexes, literal values and all:
@@ -566,6 +569,7 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         """
         if not ids:
             return 0, 0
+        self._forget_otlp_traces(ids)
         logs = self.model.logs.field.model.objects.db_manager(self.db)
         connection = connections[self.db]
         if connection.vendor == "postgresql":
@@ -580,6 +584,25 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
                 return cursor.rowcount, logs_deleted
         logs_deleted = logs.filter(run_id__in=ids).delete_rows()
         return self.filter(pk__in=ids)._raw_delete(self.db), logs_deleted
+
+    def _forget_otlp_traces(self, ids: list[str]) -> None:
+        """The stored spans of the OTLP traces these runs came from go with them.
+
+        OTLP ingest keeps a trace's spans (otlp_traces) to re-derive its runs when more
+        arrive; kept after a purge they would grow without bound, and a late span would
+        bring the purged runs back. A run id ``otlp-<trace id>-<span id>`` names its trace:
+        a primary-key probe per trace, in the caller's transaction.
+        """
+        trace_ids = {
+            run_id[5:37]
+            for run_id in ids
+            if run_id.startswith(OTLP_RUN_PREFIX) and len(run_id) == OTLP_RUN_ID_LENGTH
+        }
+        if trace_ids:
+            traces = self.model._meta.apps.get_model("runs", "OtlpTrace")
+            traces.objects.db_manager(self.db).filter(pk__in=sorted(trace_ids))._raw_delete(
+                self.db
+            )
 
     def count_started_before(self, t: datetime) -> tuple[int, int]:
         """(runs, logs) that purge_started_before(t) would delete."""

@@ -283,3 +283,21 @@ def test_older_conventions_messages_in_events(client, django_user_model):
     run = SkillRun.objects.get()
     assert run.inputs == {"messages": [{"role": "user", "content": "hi"}]}
     assert run.output == "the final answer"
+
+
+def test_a_purged_trace_takes_its_stored_spans_with_it(client, django_user_model):
+    """otlp_traces must not outlive the runs: a late span of a purged trace would bring the
+    purged runs back, and the table would grow without bound."""
+    from datetime import UTC, datetime
+
+    from runs.services import purge
+
+    key = token_for(django_user_model)
+    assert post(client, key, request_of(genai_trace(1)), "protobuf").status_code == 200
+    assert post(client, key, request_of(genai_trace(2)), "protobuf").status_code == 200
+    assert OtlpTrace.objects.count() == 2
+    # Deleting one trace's runs (as the admin or a purge batch does) forgets that trace only.
+    SkillRun.objects.delete_with_logs([run_id(1, 2)])
+    assert sorted(OtlpTrace.objects.values_list("pk", flat=True)) == [f"{2:032x}"]
+    purge.purge_started_before(datetime(2100, 1, 1, tzinfo=UTC))
+    assert not OtlpTrace.objects.exists() and not SkillRun.objects.exists()

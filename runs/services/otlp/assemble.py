@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ... import contract
+from ...managers import OTLP_RUN_PREFIX
 from . import genai, openinference
 from .decode import Span
 from .dialect import MODEL, RUN, TOOL, SpanFacts, messages_text
@@ -36,7 +37,9 @@ def dialect_of(span: Span):
 
 
 def run_id(trace_id: str, span_id: str) -> str:
-    return f"otlp-{trace_id}-{span_id}"
+    """Deterministic, so the same span always lands on the same run; the purge reads the
+    trace id back out of it (managers.OTLP_RUN_PREFIX)."""
+    return f"{OTLP_RUN_PREFIX}{trace_id}-{span_id}"
 
 
 def when(ns: int) -> datetime:
