@@ -273,10 +273,29 @@ def clean_id(value: str) -> str:
     return clean_text(value)
 
 
+# A whole segment of dots is a dot segment even percent-encoded ("%2E" is "." to a browser,
+# WHATWG URL), so ids made only of one or two dots, after any number of "~", get one more
+# "~" in front in a URL; run_id_from_segment takes it off again (a one-to-one mapping).
+_DOTS_ONLY = re.compile(r"~*\.{1,2}")
+
+
 def run_id_segment(run_id: str) -> str:
     """A run id as one URL path segment: every character quoted, "/" and "." too, so no
-    client, proxy or browser reads a dot segment ("..") in it and opens another run."""
-    return quote(clean_id(run_id), safe="").replace(".", "%2E")
+    client, proxy or browser reads a dot segment ("..") in it and opens another run; the ids
+    "." and ".." (and "~."...) get a "~" in front, undone by run_id_from_segment."""
+    return quote(escape_dot_id(clean_id(run_id)), safe="").replace(".", "%2E")
+
+
+def escape_dot_id(run_id: str) -> str:
+    """The id with a "~" in front when it is only dots ("." or "..") after any "~"."""
+    return "~" + run_id if _DOTS_ONLY.fullmatch(run_id) else run_id
+
+
+def run_id_from_segment(segment: str) -> str:
+    """The run id a decoded URL segment names: the inverse of escape_dot_id."""
+    if segment.startswith("~") and _DOTS_ONLY.fullmatch(segment):
+        return segment[1:]
+    return segment
 
 
 def new_run(run: SkillRun, now: datetime) -> SkillRun:

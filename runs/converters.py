@@ -2,6 +2,8 @@
 
 from django.urls import register_converter
 
+from . import contract
+
 
 class RunIdConverter:
     """Any non-empty text: run ids are free text, and Django's <path:> cannot match an id
@@ -11,10 +13,11 @@ class RunIdConverter:
     regex = r"[\s\S]+"
 
     def to_python(self, value):
-        return value
+        # "~." names the run ".": a bare "." or ".." segment never reaches the server intact.
+        return contract.run_id_from_segment(value)
 
     def to_url(self, value):
-        return value
+        return contract.escape_dot_id(value)
 
 
 register_converter(RunIdConverter, "runid")
