@@ -216,10 +216,12 @@ def scenario(
     try:
         if method == "month partitions":
             began = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "manage.py", "partition_history", "--batch-size", "100000"],
-                env=env, cwd=ROOT, check=True, capture_output=True,
+            converted = subprocess.run(
+                [sys.executable, "manage.py", "partition_history"],
+                env=env, cwd=ROOT, capture_output=True, text=True,
             )  # fmt: skip
+            if converted.returncode:
+                raise SystemExit(f"partition_history failed:\n{converted.stderr[-3000:]}")
             convert["convert_s"] = round(time.perf_counter() - began, 1)
         args = [sys.executable, __file__, "--child", method]
         if cutoff:
@@ -300,6 +302,11 @@ def main(argv=None) -> None:
         " twice, as today and on a copy converted to month partitions (partition_history)",
     )
     parser.add_argument(
+        "--month-methods",
+        default="purge_started_before,month partitions",
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
         "--only-months",
         action="store_true",
         help="with --month-cutoff: run only those two scenarios",
@@ -322,7 +329,7 @@ def main(argv=None) -> None:
     print(f"purge benchmark on copies of {args.source}", flush=True)
     rows = []
     if args.month_cutoff and engine == "postgresql":
-        for method in ("purge_started_before", "month partitions"):
+        for method in args.month_methods.split(","):
             rows.append(scenario(args.source, method, None, None, cutoff=args.month_cutoff))
     if not args.only_months:
         rows += [

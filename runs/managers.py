@@ -1685,6 +1685,7 @@ class LogPartitions:
             if self._relkind(cursor, LOGS_VIEW) != "r":
                 raise ValueError(f"{LOGS_VIEW} is not a plain table: already converted?")
             # Writers wait for this transaction: it only creates empty objects.
+            cursor.execute("SET LOCAL statement_timeout = 0")
             cursor.execute(f"LOCK TABLE {LOGS_VIEW} IN ACCESS EXCLUSIVE MODE")
             cursor.execute(
                 f"CREATE TABLE {LOGS_BY_MONTH} (LIKE {LOGS_VIEW} INCLUDING DEFAULTS "
@@ -1945,6 +1946,8 @@ class LogPartitions:
         with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
             if self._relkind(cursor, LOGS_UNPARTITIONED) is None:
                 return 0  # converted already
+            # A batch job, not a request: no STATEMENT_TIMEOUT_MS cut-off.
+            cursor.execute("SET LOCAL statement_timeout = 0")
             cursor.execute("SET LOCAL session_replication_role = replica")
             columns = [name for name, _ in self._columns(cursor, LOGS_UNPARTITIONED)]
             listed = ", ".join(f'"{c}"' for c in columns)
@@ -2046,6 +2049,7 @@ class LogPartitions:
                 continue
             with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '10s'")
+                cursor.execute("SET LOCAL statement_timeout = 0")  # the count of a big month
                 cursor.execute(f"SELECT count(*) FROM {name}")
                 rows = cursor.fetchone()[0]
                 cursor.execute(f"DROP TABLE {name}")

@@ -73,7 +73,8 @@ def _drop_whole_months(t: datetime, totals: _RunningTotals, using: str) -> None:
     if partitions.state() != "partitioned":
         return
     for _name, rows in partitions.drop_months_before(t):
-        totals.add(0, rows)
+        if rows:  # an empty month is no progress to report
+            totals.add(0, rows)
 
 
 def ensure_months(months_ahead: int = 3, using: str = DEFAULT_DB_ALIAS) -> list[str]:
