@@ -82,7 +82,7 @@ MIDDLEWARE = [
     "runs.web.middleware.DatabaseUnavailableMiddleware",
     # After the one above: notes a replica's failure first, then answers again from the primary.
     "runs.routing.ReplicaMiddleware",
-    # Last, as django-axes asks: turns a locked-out login into its response (access.lockout).
+    # Last, as django-axes asks: turns a locked-out login into its response (runs.access.lockout).
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -281,7 +281,7 @@ CONTENT_SECURITY_POLICY = {
 
 REST_FRAMEWORK = {
     # Tokens for programs (manage.py create_api_token), the session (with CSRF) for a browser.
-    # Tokens are stored hashed (access.models); a request that no class authenticates is
+    # Tokens are stored hashed (runs.access.models); a request that no class authenticates is
     # throttled per address by the last one (DRF would answer it 401 before its throttles).
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "runs.access.authentication.HashedTokenAuthentication",
@@ -289,7 +289,7 @@ REST_FRAMEWORK = {
         "runs.access.authentication.AnonymousRateLimit",
     ],
     # Per user (one token each); anonymous and failed-token requests per address
-    # (access.authentication). "off" switches a rate off. Counted in the cache below.
+    # (runs.access.authentication). "off" switches a rate off. Counted in the cache below.
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_rate("API_THROTTLE_USER", "1200/min"),
