@@ -219,9 +219,8 @@ def main() -> int:
             before = standby_scans(standby)
             for path in ("/runs/", "/api/runs/", "/skills/"):
                 expect(site.reader.get(path)[0] == 200, f"3b. {path} after {MAX_LAG + 3} s idle")
-            time.sleep(2)  # statistics are flushed about once a second
             after = standby_scans(standby)
-            expect(after > before, f"3b. the idle standby served them ({before} -> {after} scans)")
+            expect(after > before, f"3b. the idle standby served them (last query {after:.1f})")
 
             # 4. the standby stopped under load: no failed request
             load_failures, counts = under_load(site, lambda: standby.stop())
@@ -253,12 +252,13 @@ def main() -> int:
     return 1 if failures else 0
 
 
-def standby_scans(standby: Server) -> int:
-    """Index and sequential scans of the audit tables counted by the standby itself."""
-    return int(
+def standby_scans(standby: Server) -> float:
+    """When the standby last started a query on the audit tables (pg_stat_activity is live;
+    table statistics are flushed only after 10 s idle)."""
+    return float(
         standby.sql(
-            "SELECT coalesce(sum(coalesce(idx_scan, 0) + seq_scan), 0) FROM pg_stat_user_tables "
-            "WHERE relname LIKE 'skill_run%'"
+            "SELECT coalesce(max(extract(epoch FROM query_start)), 0) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND query ILIKE '%skill_run%'"
         )
     )
 
