@@ -162,7 +162,29 @@ class HttpStorage:
         return self._call("POST", f"/api/contract/{method}/", body=arguments)
 
     def _runs(self, method: str, **arguments) -> list[SkillRun]:
-        return [_run(data) for data in self._contract(method, **arguments)["runs"]]
+        """The runs of an offset method, following ``next_offset`` where the server cut a
+        response at its byte budget (issue 13, item 5)."""
+        page = self._contract(method, **arguments)
+        found = [_run(data) for data in page["runs"]]
+        if page.get("next_offset") is not None:
+            # Go on from the storage's own reading of the arguments (limit 0 is 50...).
+            arguments = {
+                **arguments,
+                "offset": contract.clamp_offset(arguments["offset"]),
+                "limit": contract.clamp_limit(arguments["limit"]),
+            }
+        while page.get("next_offset") is not None:
+            moved = int(page["next_offset"]) - arguments["offset"]
+            if moved <= 0:
+                raise RuntimeError(f"{method}: next_offset does not move on")
+            arguments = {
+                **arguments,
+                "offset": arguments["offset"] + moved,
+                "limit": arguments["limit"] - moved,
+            }
+            page = self._contract(method, **arguments)
+            found.extend(_run(data) for data in page["runs"])
+        return found
 
     # --- writes ------------------------------------------------------------------------
 

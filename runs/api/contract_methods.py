@@ -12,12 +12,15 @@ booleans) rather than a query string.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.urls import path
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers as drf
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from .. import contract
 from ..models import SkillRun
@@ -54,6 +57,50 @@ class ContractMethod:
     errors: dict = field(default_factory=dict)
 
 
+# Issue 13, item 5: 500 runs of 2.6 MB inputs made one 1.3 GB answer and a worker that kept
+# the memory. A response holds at most RESPONSE_BUDGET bytes of serialized runs (at least one
+# run, whatever its size) and says where to go on; rows are read BUDGET_BATCH at a time, so a
+# worker holds one batch of models and one budget of rows, not the whole limit. Batches of 20
+# and of 4 left the same worker memory (tests/system/response_memory.py): 4 keeps the peak low.
+RESPONSE_BUDGET = 8 * 1024 * 1024
+BUDGET_BATCH = 4
+
+
+def _row_size(row) -> int:
+    return len(json.dumps(row, cls=JSONEncoder, ensure_ascii=False).encode())
+
+
+def _offset_page(fetch: Callable, data) -> dict:
+    """Runs fetch(offset, limit) returns, read in batches and cut at RESPONSE_BUDGET bytes;
+    ``next_offset`` is where the next call goes on (null when this one answered the lot)."""
+    # The storage's own rules first (limits outside 1-500 are 50), so batches add up to them.
+    offset, limit = contract.clamp_offset(data["offset"]), contract.clamp_limit(data["limit"])
+    rows: list = []
+    used = 0
+    while len(rows) < limit:
+        want = min(BUDGET_BATCH, limit - len(rows))
+        batch = fetch(offset + len(rows), want)
+        for run in batch:
+            row = s.RunSerializer(run).data
+            size = _row_size(row)
+            if rows and used + size > RESPONSE_BUDGET:
+                return {"runs": rows, "next_offset": offset + len(rows)}
+            rows.append(row)
+            used += size
+        if len(batch) < want:
+            break
+    return {"runs": rows, "next_offset": None}
+
+
+class RunsPageResponse(drf.Serializer):
+    runs = s.RunSerializer(many=True)
+    next_offset = drf.IntegerField(
+        allow_null=True,
+        help_text="set when the answer was cut at its byte budget (8 MiB of runs, at least "
+        "one run): call again with this offset and the rest of the limit",
+    )
+
+
 def _runs(rows) -> dict:
     return {"runs": s.RunSerializer(rows, many=True).data}
 
@@ -77,16 +124,34 @@ def _finished_before(storage, data):
     if limit <= 0:
         return {"runs": [], "next": None}
     page = min(limit, FINISHED_PAGE)
-    finished = SkillRun.objects.finished_before(data["cutoff"])
     after = data["after"]
-    if after is not None:
-        finished = finished.finished_later_than(
-            after["finished_at"], contract.clean_id(after["id"])
-        )
-    rows = [run_from_model(row) for row in with_inputs(list(finished.with_inputs_text()[:page]))]
-    more = len(rows) == page and limit > page
-    position = {"finished_at": s.iso(rows[-1].finished_at), "id": rows[-1].id} if more else None
-    return {**_runs(rows), "next": position}
+    position = (after["finished_at"], contract.clean_id(after["id"])) if after else None
+    rows: list = []
+    used = 0
+    last = None
+    while len(rows) < page:
+        finished = SkillRun.objects.finished_before(data["cutoff"])
+        if position is not None:
+            finished = finished.finished_later_than(*position)
+        want = min(BUDGET_BATCH, page - len(rows))
+        batch = [run_from_model(r) for r in with_inputs(list(finished.with_inputs_text()[:want]))]
+        for run in batch:
+            row = s.RunSerializer(run).data
+            size = _row_size(row)
+            if rows and used + size > RESPONSE_BUDGET:
+                # Cut at the byte budget: go on after the last run sent.
+                return {"runs": rows, "next": _position(last)}
+            rows.append(row)
+            used += size
+            last = run
+            position = (run.finished_at, run.id)
+        if len(batch) < want:
+            return {"runs": rows, "next": None}
+    return {"runs": rows, "next": _position(last) if limit > page else None}
+
+
+def _position(run) -> dict:
+    return {"finished_at": s.iso(run.finished_at), "id": run.id}
 
 
 METHODS = (
@@ -117,13 +182,15 @@ METHODS = (
     ContractMethod(
         "list_runs_by_skill_paginated",
         s.RunsBySkillPageRequest,
-        s.RunsResponse,
+        RunsPageResponse,
         "A page of a skill's runs, newest first (list_runs_by_skill_paginated)",
-        lambda storage, data: _runs(
-            storage.list_runs_by_skill_paginated(
-                data["skill_id"], data["offset"], data["limit"], data["include_dry_run"]
-            )
+        lambda storage, data: _offset_page(
+            lambda offset, limit: storage.list_runs_by_skill_paginated(
+                data["skill_id"], offset, limit, data["include_dry_run"]
+            ),
+            data,
         ),
+        description="Cut at 8 MiB of runs (at least one): `next_offset` says where to go on.",
     ),
     ContractMethod(
         "count_runs_by_skill",
@@ -144,11 +211,13 @@ METHODS = (
     ContractMethod(
         "list_runs_filtered",
         s.RunsFilteredRequest,
-        s.RunsResponse,
+        RunsPageResponse,
         "Runs matching a RunFilter, newest first, by offset (list_runs_filtered)",
-        lambda storage, data: _runs(
-            storage.list_runs_filtered(_run_filter(data), data["offset"], data["limit"])
+        lambda storage, data: _offset_page(
+            lambda offset, limit: storage.list_runs_filtered(_run_filter(data), offset, limit),
+            data,
         ),
+        description="Cut at 8 MiB of runs (at least one): `next_offset` says where to go on.",
     ),
     ContractMethod(
         "count_runs_filtered",
@@ -163,8 +232,8 @@ METHODS = (
         s.FinishedRunsResponse,
         "Runs finished before a cutoff, oldest finished first (list_finished_runs_before)",
         _finished_before,
-        description=f"At most {FINISHED_PAGE} runs per call: when `limit` asks for more "
-        "and more are stored, `next` says where to continue.",
+        description=f"At most {FINISHED_PAGE} runs and 8 MiB of runs (at least one) per "
+        "call: when `limit` asks for more and more are stored, `next` says where to continue.",
     ),
     ContractMethod(
         "purge_older_than",
