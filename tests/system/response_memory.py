@@ -10,7 +10,8 @@ answer and left the worker at 870 MB.
 NOT PASSING YET (2026-12-03, 2 shared cores): with the budget, the worker's anonymous memory
 went 75 MB -> 226, 258, 293 MB over three 104 MB answers: it still grows by ~33 MB per answer,
 so something keeps part of every answer (not the allocator: MALLOC_MMAP_THRESHOLD_ made no
-difference; not the batch size: 20 or 4 alike). Left for the next engineer to find.
+difference, nor MALLOC_ARENA_MAX=1 (70 -> 203, 255, 271 MB); not the batch size: 20 or 4
+alike). Left for the next engineer to find (tracemalloc in the worker is the next step).
 
 Usage: .venv/bin/python tests/system/response_memory.py [--runs 40] [--max-growth-mb 80]
 """
