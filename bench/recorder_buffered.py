@@ -63,14 +63,17 @@ def percentile(values: list[int], share: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
-def record(sink: Sink, tag: str, recorders: int, runs: int, events: int, pace_s: float):
+def record(sink: Sink, tag: str, recorders: int, runs: int, events: int, pace_s: float, hold):
     """``recorders`` threads, each recording ``runs`` runs of ``events`` events; returns
-    (elapsed seconds until the last thread is done, per-event call times in ns)."""
+    (when they started, per-event call times in ns) once every thread is done. Threads
+    with a database connection of their own (unbuffered, in process) keep it open until
+    ``hold`` is set, so that its PostgreSQL backend's CPU time can still be read."""
     arguments = [payload(n)["arguments"] for n in range(16)]
     result = {"hits": 10, "first": "https://docs.example.com/retention"}
     times: list[list[int]] = [[] for _ in range(recorders)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(recorders + 1)
+    done = threading.Semaphore(0)
 
     def agent(c: int) -> None:
         clock = time.perf_counter_ns
@@ -95,18 +98,20 @@ def record(sink: Sink, tag: str, recorders: int, runs: int, events: int, pace_s:
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
         finally:
+            done.release()
             if sink.buffer is None and "django.db" in sys.modules:
                 from django.db import connections
 
+                hold.wait(600)
                 connections.close_all()
 
-    threads = [threading.Thread(target=agent, args=(c,)) for c in range(recorders)]
+    threads = [threading.Thread(target=agent, args=(c,), daemon=True) for c in range(recorders)]
     for thread in threads:
         thread.start()
     barrier.wait()
     started = time.perf_counter()
-    for thread in threads:
-        thread.join()
+    for _ in threads:
+        done.acquire()
     if errors:
         raise errors[0]
     return started, [t for per_thread in times for t in per_thread]
@@ -128,13 +133,15 @@ def measure(name, storage, mode, tag, recorders, runs, events_per_run, meter, pa
         buffer = BufferedStorage(storage, wait_when_full=wait)
         sink = Sink(buffer)
     before = meter.snapshot() if meter else None
-    started, times = record(sink, tag, recorders, runs, events_per_run, pace_s)
+    hold = threading.Event()
+    started, times = record(sink, tag, recorders, runs, events_per_run, pace_s, hold)
     agents_done = time.perf_counter()
     if buffer is not None:
         if not buffer.flush(600):
             raise RuntimeError(f"{name}: the writer did not finish within 600 s")
     elapsed = time.perf_counter() - started
     after = meter.snapshot() if meter else None
+    hold.set()
     events = recorders * runs * (events_per_run // 2 * 2)
     stored = stored_events(tag)
     # The sink's count: with a start dropped, its run's later events never reach the buffer.
@@ -177,6 +184,62 @@ def measure(name, storage, mode, tag, recorders, runs, events_per_run, meter, pa
         f"{figure.get('cpu_ms_per_1000_events_database')}",
         flush=True,
     )
+    return figure
+
+
+def ceiling(name, storage, tag, runs, events_per_run, meter) -> dict:
+    """The storage's own batch call, no recorder: one thread starts ``runs`` runs, stores
+    each run's events with append_logs 1,000 at a time, finishes it. What the writer
+    thread could reach at best on the machine as it is now (bench/api_ingest.py's batch
+    endpoint figure, measured again beside the recorder's)."""
+    from runs.contract import RunStats, SkillRun, SkillRunLog
+
+    arguments = [payload(n)["arguments"] for n in range(16)]
+    result = {"hits": 10, "first": "https://docs.example.com/retention"}
+    before = meter.snapshot()
+    started = time.perf_counter()
+    for r in range(runs):
+        run_id = f"{tag}-0-{r}"
+        storage.start_run(SkillRun(id=run_id, skill_id="bench"))
+        for first in range(1, events_per_run + 1, 1000):
+            logs = []
+            for sequence in range(first, min(first + 1000, events_per_run + 1)):
+                call = sequence % 2 == 1
+                logs.append(
+                    SkillRunLog(
+                        run_id=run_id,
+                        sequence=sequence,
+                        event_type="tool_call" if call else "tool_result",
+                        payload={"tool": "web_search", "call_id": f"c{sequence // 2}"}
+                        | ({"arguments": arguments[sequence % 16]} if call else {"result": result}),
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            storage.append_logs(logs)
+        storage.finish_run(run_id, RunStats(status="ok", output="done"))
+    elapsed = time.perf_counter() - started
+    after = meter.snapshot()
+    events = runs * events_per_run
+    if stored_events(tag) != events:
+        raise RuntimeError(f"{name}: {stored_events(tag)} of {events} events stored")
+    cpu = {key: (after[key] - before[key]) / events for key in after}
+    figure = {
+        "recorders": 1,
+        "runs": runs,
+        "events_per_run": events_per_run,
+        "events": events,
+        "stored": events,
+        "dropped": 0,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+        "agent_us_median": None,
+        "agent_us_p90": None,
+        "agent_us_p99": None,
+    }
+    for key, seconds in cpu.items():
+        figure[f"cpu_ms_per_1000_events_{key}"] = round(seconds * 1e6, 1)
+    figure["events_per_s_idle_estimate"] = round(min(2 / sum(cpu.values()), 1 / cpu["client"]))
+    print(f"  {name}: {events:,} events in {elapsed:.2f} s = {figure['events_per_s']:,}/s")
     return figure
 
 
@@ -234,6 +297,9 @@ def main() -> None:
         meter = CpuMeter(server, args.database_url)
         print("HTTP (gunicorn, 2 workers)", flush=True)
         measure("warm-up", http, "throughput", "warm-http", 2, 1, 200, None)
+        figures["HTTP, batch endpoint, 1,000 events/request, no recorder (ceiling)"] = ceiling(
+            "ceiling", http, "http-c", n * runs, per_run, meter
+        )
         figures["HTTP, unbuffered (today)"] = measure(
             "unbuffered", http, "unbuffered", "http-u", n, 1, args.unbuffered_events, meter
         )
@@ -251,6 +317,9 @@ def main() -> None:
     meter = CpuMeter(server, args.database_url)  # gunicorn has stopped: its share is 0
     print("in process (DjangoStorage)", flush=True)
     measure("warm-up", local, "throughput", "warm-local", 2, 1, 200, None)
+    figures["in process, append_logs, 1,000 events/transaction, no recorder (ceiling)"] = ceiling(
+        "ceiling", local, "local-c", n * runs, per_run, meter
+    )
     figures["in process, unbuffered (today)"] = measure(
         "unbuffered", local, "unbuffered", "local-u", n, 1, args.unbuffered_events, meter
     )
@@ -276,6 +345,8 @@ def main() -> None:
         "payload_bytes": len(__import__("json").dumps(payload(0))),
         "buffer": {
             "batch_size": 1000,
+            "max_batch": 10_000,
+            "connections": "2 (HTTP); DjangoStorage: the writer thread alone",
             "interval_s": 0.1,
             "max_queue": 10_000,
             "wait_when_full_s": f"{BACK_PRESSURE_S} (throughput), 0 (paced)",
@@ -301,6 +372,7 @@ def markdown(result: dict) -> str:
         "|---|---|--:|--:|--:|--:|---|---|--:|",
     ]
     for name, f in result["figures"].items():
+        f = {key: "—" if value is None else value for key, value in f.items()}
         lines.append(
             f"| {name} | {f['recorders']} x {f['events_per_run']:,} | {f['events']:,} | "
             f"{f['seconds']} | {f['events_per_s']:,} | {f['events_per_s_idle_estimate']:,} | "

@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import logging
 import os
 import threading
@@ -81,6 +82,7 @@ DROP_LOG_EVERY_S = 60.0
 FIRST_BACKOFF_S = 0.05
 
 _OK, _REFUSED, _LOST = "ok", "refused", "lost"
+WRITER_NAME = "skillaudit-writer"
 # What the writer remembers of an owner whose start was not stored.
 _START_REFUSED, _START_LOST = "refused", "lost"
 
@@ -141,6 +143,11 @@ class BufferedStorage:
     - ``wait_when_full=0.0``: seconds a caller waits for room in a full queue before its
       operation is dropped. 0: recording never slows the agent; a benchmark or a batch job
       that must not lose events sets it (back-pressure).
+    - ``connections=2``: on a storage that stores one run's events per call (HttpStorage:
+      one request per run), the calls of one batch go out on up to this many threads at
+      once. The server runs 2 workers by default; one request at a time leaves one idle.
+      DjangoStorage stores a whole batch in one transaction (and has per-thread
+      connections): it is written from the writer thread alone.
     - ``retry_for=30.0``, ``max_backoff=5.0``: how long a failing storage is retried.
     - ``close_timeout=10.0``: what ``close()`` without an argument (``with`` exit, atexit)
       waits at most.
@@ -166,6 +173,7 @@ class BufferedStorage:
         interval: float = 0.1,
         max_queue: int = 10_000,
         wait_when_full: float = 0.0,
+        connections: int = 2,
         retry_for: float = 30.0,
         max_backoff: float = 5.0,
         close_timeout: float = 10.0,
@@ -175,6 +183,8 @@ class BufferedStorage:
             raise ValueError("the storage is already buffered")
         if not 1 <= batch_size <= max_queue or max_batch < 1:
             raise ValueError("batch_size must be between 1 and max_queue, max_batch >= 1")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         if interval <= 0 or wait_when_full < 0 or retry_for < 0 or max_backoff <= 0:
             raise ValueError("interval and max_backoff must be positive, the others >= 0")
         self.storage = storage
@@ -183,6 +193,7 @@ class BufferedStorage:
         self.interval = interval
         self.max_queue = max_queue
         self.wait_when_full = wait_when_full
+        self.connections = connections
         self.retry_for = retry_for
         self.max_backoff = max_backoff
         self.close_timeout = close_timeout
@@ -190,6 +201,8 @@ class BufferedStorage:
         # DjangoStorage stores events of many runs in one transaction; HttpStorage's
         # endpoint is per run.
         self._across_runs = bool(getattr(storage, "append_logs_across_runs", False))
+        # Helper threads only for storages without per-thread connections to close.
+        self._parallel = connections > 1 and not hasattr(storage, "close_connection")
         self.dropped = 0
         self.failures = 0
         self.written = 0
@@ -212,7 +225,9 @@ class BufferedStorage:
         self._closed = False
         self._stopping = False
         self._abandon = False
-        # Writer-thread state.
+        # Writer-thread state (the outage's shared with the helpers sending a batch's calls).
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._outage_lock = threading.Lock()
         self._gate: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._down_since: float | None = None
         self._given_up = False
@@ -293,7 +308,7 @@ class BufferedStorage:
         """Wait until every operation queued before this call is stored, refused or
         dropped; False if ``timeout`` seconds passed first (or when called from the
         writer thread, e.g. inside ``on_refused``, where waiting would never end)."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread().name.startswith(WRITER_NAME):
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -362,7 +377,7 @@ class BufferedStorage:
     # --- the writer thread ---------------------------------------------------------------
 
     def _start_writer(self) -> None:
-        thread = threading.Thread(target=self._write_loop, name="skillaudit-writer", daemon=True)
+        thread = threading.Thread(target=self._write_loop, name=WRITER_NAME, daemon=True)
         self._thread = thread
         thread.start()
 
@@ -377,6 +392,8 @@ class BufferedStorage:
                     return
         finally:
             self._close_connection()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             with self._lock:
                 self._progress.notify_all()
 
@@ -461,6 +478,9 @@ class BufferedStorage:
         else:
             groups = None
         if groups is not None:
+            if self._parallel and append_logs is not None and len(groups) > 1:
+                self._in_parallel(groups, ambiguous)
+                return
             for group in groups:
                 self._store_events(group, ambiguous)
             return
@@ -484,6 +504,21 @@ class BufferedStorage:
             else:
                 for op in chunk:
                     self._store_events([op], ambiguous)
+
+    def _in_parallel(self, groups: list[list[tuple]], ambiguous: bool) -> None:
+        """Each run's events on one of ``connections`` threads; returns when all are done
+        (the batch's finishes come after). Runs are independent, and each run's events
+        stay in one thread, in order."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.connections, thread_name_prefix=f"{WRITER_NAME}-call"
+            )
+        futures = [self._pool.submit(self._store_events, g, ambiguous) for g in groups]
+        for future in futures:
+            try:
+                future.result()
+            except Exception:  # as in _take_and_write: logged, the writer goes on
+                logger.exception("skillaudit: the buffered writer failed on a batch")
 
     def _store_unstored(self, chunk: Sequence[tuple]) -> None:
         """A retry after a failure whose outcome was unknown (a timeout after the request
@@ -526,7 +561,10 @@ class BufferedStorage:
                 now = time.monotonic()
                 self._storage_failed(exc, now)
                 self._close_connection()
-                if self._given_up or now - self._down_since >= self.retry_for:
+                down_since = self._down_since  # None if another call just got through
+                if self._given_up or (
+                    down_since is not None and now - down_since >= self.retry_for
+                ):
                     self._give_up(exc, now)
                     return _LOST, exc, True
                 self._interrupt.wait(backoff)
@@ -536,7 +574,9 @@ class BufferedStorage:
                 return _OK, None, failed_before
 
     def _storage_failed(self, exc: BaseException, now: float) -> None:
-        if self._down_since is None:
+        with self._outage_lock:
+            if self._down_since is not None:
+                return
             self._down_since = now
             self._lost_in_outage = 0
             logger.warning(
@@ -547,20 +587,26 @@ class BufferedStorage:
             )
 
     def _give_up(self, exc: BaseException, now: float) -> None:
-        self._batch_lost = True
-        self._next_try = now + self.max_backoff
-        if not self._given_up:
+        with self._outage_lock:
+            self._batch_lost = True
+            self._next_try = now + self.max_backoff
+            if self._given_up:
+                return
             self._given_up = True
             logger.error(
                 "skillaudit: the storage has been unavailable for %.1f s (%s: %s); dropping "
                 "what cannot be stored until it answers (counted in dropped)",
-                now - self._down_since,
+                now - (self._down_since or now),
                 type(exc).__name__,
                 exc,
             )
 
     def _storage_answers(self) -> None:
-        if self._down_since is not None:
+        if self._down_since is None:  # the common case, without the lock
+            return
+        with self._outage_lock:
+            if self._down_since is None:
+                return
             logger.warning(
                 "skillaudit: the storage answers again after %.1f s; %d operations were "
                 "dropped meanwhile",
@@ -624,13 +670,15 @@ class BufferedStorage:
         with self._counts:
             self.dropped += len(ops)
             self._unlogged_drops += len(ops)
+            if self._down_since is not None and threading.current_thread().name.startswith(
+                WRITER_NAME
+            ):
+                self._lost_in_outage += len(ops)
             now = time.monotonic()
             log = now - self._last_drop_log >= DROP_LOG_EVERY_S
             if log:
                 self._last_drop_log = now
                 count, self._unlogged_drops = self._unlogged_drops, 0
-        if in_writer and self._down_since is not None:
-            self._lost_in_outage += len(ops)
         if log:
             logger.warning(
                 "skillaudit: dropped %d operations (%s); %d dropped in all",
