@@ -215,7 +215,8 @@ def test_a_run_purged_under_the_recorder_is_logged_and_counted(storage, caplog):
     sink = Sink(storage)
     recorder = sink.start_run(skill_id="s", run_id="doomed")
     recorder.step(text="before")
-    assert storage.purge_older_than(FAR_FUTURE) == 1
+    # Now, not a far future: the API refuses a purge cutoff in the future.
+    assert storage.purge_older_than(contract.utcnow()) == 1
     with caplog.at_level(logging.ERROR, logger="runs.recorder"):
         recorder.tool_call("a", {})
         recorder.close(contract.STATUS_OK)
@@ -275,7 +276,7 @@ def test_failures_are_counted_per_recorder_and_summed_on_the_sink(storage):
     sink = Sink(storage)
     healthy = sink.start_run(skill_id="s", run_id="healthy")
     broken = sink.start_run(skill_id="s", run_id="healthy")  # duplicate id: 1 failure
-    storage.purge_older_than(FAR_FUTURE)
+    storage.purge_older_than(contract.utcnow())
     healthy.step()  # NotFound: 1 failure
     healthy.close()  # NotFound: 1 failure
     broken.close()  # not recording: no storage call, no failure
