@@ -470,7 +470,11 @@ class BufferedStorage:
     def _store_events(self, ops: Sequence[tuple], ambiguous: bool = False) -> None:
         """Events in as few calls as the storage allows (in order); a refused call is
         split by run, then event by event, so one bad event costs only itself."""
-        append_logs = getattr(self.storage, "append_logs", None)
+        # The events were checked when queued (contract.new_log): a storage that can skip
+        # checking them again does.
+        append_logs = getattr(self.storage, "append_checked_logs", None) or getattr(
+            self.storage, "append_logs", None
+        )
         if append_logs is None and len(ops) > 1:
             groups = [[op] for op in ops]
         elif not self._across_runs and len({op[1] for op in ops}) > 1:
