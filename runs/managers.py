@@ -600,9 +600,7 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
         }
         if trace_ids:
             traces = self.model._meta.apps.get_model("runs", "OtlpTrace")
-            traces.objects.db_manager(self.db).filter(pk__in=sorted(trace_ids))._raw_delete(
-                self.db
-            )
+            traces.objects.db_manager(self.db).filter(pk__in=sorted(trace_ids))._raw_delete(self.db)
 
     def count_started_before(self, t: datetime) -> tuple[int, int]:
         """(runs, logs) that purge_started_before(t) would delete."""

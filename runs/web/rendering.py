@@ -94,7 +94,7 @@ def _badge(status: str, stale: bool = False) -> str:
     extra, word = (" stale", "stale ") if stale else ("", "")
     return (
         f'<span class="badge {esc(status_class(status))}{extra}">{word}'
-        f'{esc(status or "(none)")}</span>'
+        f"{esc(status or '(none)')}</span>"
     )
 
 
