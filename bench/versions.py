@@ -83,7 +83,8 @@ def main(argv=None) -> None:
         for row in rows
     }
     record = {
-        "script": "versions.py",
+        "script": f"bench/versions.py: {base_rev} (base) → {head_rev} (now), {args.repeat} rounds "
+        f"in turns, load average {load_before[0]:.1f} → {os.getloadavg()[0]:.1f}",
         "database": f"{vendor} {args.database_url.rsplit('/', 1)[-1]}",
         "date": started.isoformat(timespec="seconds"),
         "base": base_rev,
