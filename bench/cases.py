@@ -52,7 +52,7 @@ def list_cases(data: Dataset) -> list[tuple[str, dict[str, str]]]:
         ("until (45 days back)", {"until": (data.latest - timedelta(days=45)).strftime(iso)}),
         ("include_nested=1", {"include_nested": "1"}),
         ("include_dry_run=1", {"include_dry_run": "1"}),
-        # issue 17: failure roll-ups, status groups and lists, relative times
+        # failure roll-ups, status groups and lists, relative times
         ("failed=1", {"failed": "1"}),
         ("failed=1 + nested", {"failed": "1", "include_nested": "1"}),
         ("failed=1 + skill (most runs)", {"failed": "1", "skill": history.skill_name(0)}),

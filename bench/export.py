@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export throughput and memory (issue 19): runs per second, and a worker's memory at any size.
+"""Export throughput and memory: runs per second, and a worker's memory at any size.
 
     .venv/bin/python bench/generate.py --runs 1000000 --events 3000000 --replace \
         --database-url postgres://postgres@127.0.0.1:5432/sa_i19_bench_1m

@@ -14,7 +14,7 @@ second of wall time, from the first span to the last export answered, checked ag
 rows in the database. Worker memory (RSS) is sampled during the run: flat means no growth
 with the number of spans. Results: bench/results/otlp-ingest-<database>.json.
 
-Target (issues 14 and 23): at least 10,000 spans/s on PostgreSQL, for both shapes.
+Target: at least 10,000 spans/s on PostgreSQL, for both shapes.
 """
 
 from __future__ import annotations

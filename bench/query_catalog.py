@@ -175,7 +175,7 @@ def _keyset(direction: str, f: RunFilter) -> Callable[[DjangoStorage, Sample], A
 
 
 def _filtered(offset: int = 0, **fields: Any) -> Callable[[DjangoStorage, Sample], Any]:
-    """list_runs_filtered; callables in fields are read from the sample."""
+    """List_runs_filtered; callables in fields are read from the sample."""
 
     def call(storage: DjangoStorage, sample: Sample) -> Any:
         values = {k: (v(sample) if callable(v) else v) for k, v in fields.items()}
@@ -380,7 +380,7 @@ def _catalog() -> list[Query]:
             "export: a batch's events",
             lambda st, s: RunTransfer(st.using).log_rows([s.run_id], 20_000),
         ),
-        # The run list's failed=1 (issue 17): the failure partial indexes walked newest
+        # The run list's failed=1: the failure partial indexes walked newest
         # first, every entry a match (their condition is the filter).
         Query(
             "run list: failed=1 (top level)",

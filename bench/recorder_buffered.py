@@ -23,7 +23,7 @@ through one Sink:
 Results go to bench/results/recorder-buffered-<database>.json and are printed as a
 Markdown section for bench/RESULTS.md.
 
-Targets (issue 21): agent time per event <= 50 us (median), local and HTTP; >= 10,000
+Targets: agent time per event <= 50 us (median), local and HTTP; >= 10,000
 events/s in process and >= 5,000 events/s over HTTP on PostgreSQL with 8 recorders.
 """
 

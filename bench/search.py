@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Search inside traces (issue 15): query times, index size, and what the index costs the
+"""Search inside traces: query times, index size, and what the index costs the
 batch ingest and the purge.
 
     # query times and index size on a generated history (bench/generate.py), in process
@@ -13,7 +13,7 @@ batch ingest and the purge.
 would; idempotent), then times the list page (/runs/?q=..., the Django test client, DEBUG
 off, with its snippets and bounded count) and the API list for each case: a rare word, a
 rare word with a skill filter, a word in most events, two such words, a word with an
-exclusion, a phrase, an identifier, a Japanese substring. Targets (issue 15, PostgreSQL at
+exclusion, a phrase, an identifier, a Japanese substring. Targets (PostgreSQL at
 1M runs / 10M events): p95 <= 200 ms rare, <= 500 ms common, <= 300 ms rare + skill;
 SQLite within 2x. ``ingest`` and ``purge`` compare the same work with the index installed
 and removed (the migration's own install/uninstall): at most 30% slower each.
@@ -128,7 +128,7 @@ def meta(database_url: str) -> dict:
 
 
 def spread_ids(n: int, skill: str | None = None) -> list[str]:
-    """n run ids spread over the history (every k-th in the started_at order)."""
+    """N run ids spread over the history (every k-th in the started_at order)."""
     from runs.models import SkillRun
 
     runs = SkillRun.objects.all() if skill is None else SkillRun.objects.filter(skill_id=skill)
@@ -474,7 +474,7 @@ def markdown() -> str:
     """The RESULTS.md section of every search-*.json in bench/results/."""
     from bench import report
 
-    out = ["## Search inside traces (`bench/search.py`, issue 15)", ""]
+    out = ["## Search inside traces (`bench/search.py`)", ""]
     for path in sorted(report.RESULTS.glob("search-*.json")):
         data = json.loads(path.read_text())
         out += [

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""/skills/ at 20,000 skills: time per page and bytes (issue 13, item 12).
+"""/skills/ at 20,000 skills: time per page and bytes.
 
     .venv/bin/python bench/skills_page.py                  # SQLite under var/bench/
     .venv/bin/python bench/skills_page.py --database-url postgres://postgres@127.0.0.1:5432/sa_bench_skills

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The run page and the call tree, second version (issue 16): their times on a generated
+"""The run page and the call tree, second version: their times on a generated
 history (bench/generate.py), in process.
 
     .venv/bin/python bench/trace_pages.py --database-url postgres://postgres@127.0.0.1:5432/sa_bench_100k
@@ -12,7 +12,7 @@ time, the database's own time for the page's statements (EXPLAIN ANALYZE on Post
 the number of queries. The verdict is on the estimate (CPU p95 + database time), which the
 machine's other load does not inflate; the wall-clock figures are shown beside it.
 
-Targets (issue 16, at 1M runs on PostgreSQL): run page with 1,000 events p95 <= 60 ms,
+Targets (at 1M runs on PostgreSQL): run page with 1,000 events p95 <= 60 ms,
 first view of 10,000 events <= 100 ms, tree of 1,000 runs <= 150 ms. The pages read a run's
 events by (run_id, sequence) and its tree by the children index, so what matters is the
 events per run and the tree's size, not the number of runs; the data set is stated with the

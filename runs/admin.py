@@ -349,7 +349,7 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
         return False
 
     class Media:
-        # The changelist fits 1,440 px (issue 17): ids wrap instead of widening the table.
+        # The changelist fits 1,440 px: ids wrap instead of widening the table.
         css = {"all": ("runs/admin.css",)}
 
     # --- list columns ----------------------------------------------------------------

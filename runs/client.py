@@ -163,7 +163,7 @@ class HttpStorage:
 
     def _runs(self, method: str, **arguments) -> list[SkillRun]:
         """The runs of an offset method, following ``next_offset`` where the server cut a
-        response at its byte budget (issue 13, item 5)."""
+        response at its byte budget."""
         page = self._contract(method, **arguments)
         found = [_run(data) for data in page["runs"]]
         if page.get("next_offset") is not None:

@@ -790,7 +790,7 @@ class SkillRunLogQuerySet(models.QuerySet):
         )
         return dict(rows)
 
-    # --- the run page's reads (issue 16): failures, breakdown, filters -------------------
+    # --- the run page's reads: failures, breakdown, filters -------------------
 
     def failure_rule(self):
         """An expression true for a failed event: an ``error`` event, or a tool result
@@ -1202,7 +1202,7 @@ def dataclass_fields(run) -> dict:
     return {name: getattr(run, name) for name in OTLP_RUN_COLUMNS}
 
 
-# --- export and import (issue 19: runs.services.export and runs.services.importer) --------
+# --- export and import (runs.services.export and runs.services.importer) --------
 
 # Every column of a run but inputs (read as JSON text beside them), in export order.
 TRANSFER_RUN_FIELDS = (
@@ -1389,7 +1389,7 @@ class RunTransfer:
                 self._logs.append(logs[start : start + 10_000])
 
 
-# --- search (issue 15) ----------------------------------------------------------------------
+# --- search ----------------------------------------------------------------------
 
 
 def _search_index():
@@ -1582,7 +1582,7 @@ def _next_month(value: datetime) -> datetime:
 
 
 class LogPartitions:
-    """skill_run_logs partitioned by month of its run's start, on PostgreSQL (opt-in).
+    """Skill_run_logs partitioned by month of its run's start, on PostgreSQL (opt-in).
 
     Layout once converted (``manage.py partition_history``):
     - ``skill_run_logs_by_month``: the rows, with one more column, ``run_started_at`` (the

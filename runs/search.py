@@ -1,6 +1,6 @@
 """The run search's query language: ``q`` parsed once into a small tree of our own.
 
-Syntax (issue 15): words separated by spaces must all match, in the run or across its
+Syntax: words separated by spaces must all match, in the run or across its
 events; ``"a quoted phrase"`` matches the words next to each other; ``-word`` (or
 ``-"a phrase"``) excludes the runs that contain it. Case does not matter.
 

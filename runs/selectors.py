@@ -233,8 +233,8 @@ class EventBreakdown:
 
 
 def event_breakdown(run_id: str, failed_tools: int | None = None) -> EventBreakdown:
-    """Counts of a run's events. With ``failed_tools`` (the run's trigger-kept roll-up,
-    issue 17), only the types are counted: no payload is read, which on PostgreSQL is what
+    """Counts of a run's events. With ``failed_tools`` (the run's trigger-kept
+    roll-up), only the types are counted: no payload is read, which on PostgreSQL is what
     the grouped pass over a 10,000-event run cost (26 of 29 ms); tools are then not listed."""
     found = EventBreakdown()
     if failed_tools is not None:

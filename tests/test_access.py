@@ -115,7 +115,7 @@ def test_users_with_permission_but_not_staff_get_nothing_from_the_admin(
     client.force_login(make_viewer(django_user_model, staff=False, permission=True))
     response = client.get(url)
     if name.startswith(("api", "runs_api", "runs:")) or not name.startswith("admin:"):
-        # The API and the dashboard check the permission, not the staff flag (issue 17);
+        # The API and the dashboard check the permission, not the staff flag;
         # the admin alone needs staff.
         return
     assert response.status_code in (302, 403, 404, 405), (name, url)

@@ -1,4 +1,4 @@
-"""Issue 13, items 1 and 8: the admin filters only by the lookups its filters offer, and a
+"""The admin filters only by the lookups its filters offer, and a
 NUL in an object id or a filter value is a 404 or 400, never a 500 (PostgreSQL refuses NUL)."""
 
 import re

@@ -214,7 +214,7 @@ def test_writing_events_needs_the_log_permission(django_user_model, mixed_runs):
 
 
 def test_purge_needs_the_delete_permissions(writer, admin_api, mixed_runs):
-    # The newest run started in 2026-11; a cutoff in the future is refused (issue 13).
+    # The newest run started in 2026-11; a cutoff in the future is refused.
     body = {"t": "2026-12-01T00:00:00Z"}
     assert post_json(writer, "/api/contract/purge_older_than/", body).status_code == 403
     assert SkillRun.objects.count() == 6
@@ -252,7 +252,7 @@ def test_token_requests_need_no_csrf_token(django_user_model):
 def test_api_serves_non_staff_users_with_the_permission(client, django_user_model, mixed_runs):
     client.force_login(make_viewer(django_user_model, staff=False))
     assert client.get("/api/runs/").status_code == 200
-    # ...and so does the dashboard (issue 17: the permission, not the staff flag)
+    # ...and so does the dashboard (the permission, not the staff flag)
     assert client.get("/runs/").status_code == 200
 
 

@@ -1,4 +1,4 @@
-"""Issue 13, item 11 (and the API part of item 13): the recording endpoints take the
+"""The recording endpoints take the
 documented 16 MiB, with a 413 above it; every other API endpoint keeps a small limit (413
 above Django's 2.5 MB); a POST to an unknown /api/ path is the JSON 404, not the CSRF page."""
 

@@ -1,4 +1,4 @@
-"""Issue 13, item 10: network input that can never be right is a 400 naming the field, and
+"""Network input that can never be right is a 400 naming the field, and
 nothing is stored: a start more than a day ahead of the server clock, a finish with status
 running or a negative count, an event sequence below 1, a purge cutoff in the future."""
 

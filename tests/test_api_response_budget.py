@@ -1,4 +1,4 @@
-"""Issue 13, item 5: a contract answer holds at most RESPONSE_BUDGET bytes of runs (at least
+"""A contract answer holds at most RESPONSE_BUDGET bytes of runs (at least
 one run) and says where to go on; HttpStorage follows it, so callers get every run asked for."""
 
 from __future__ import annotations

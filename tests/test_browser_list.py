@@ -1,7 +1,7 @@
-"""Issue 17 in a real browser (Debian's Chromium through Playwright, on a live server), at
-1,440 px and at a 390 px phone: the run cards, the time presets, the suggestions and the
-skills page's 24-hour chips. As in tests/test_browser.py, any console error, script error,
-failed request or error status fails the test."""
+"""The run list and the skills page in a real browser (Debian's Chromium through
+Playwright, on a live server), at 1,440 px and at a 390 px phone: the run cards, the time
+presets, the suggestions and the skills page's 24-hour chips. As in tests/test_browser.py,
+any console error, script error, failed request or error status fails the test."""
 
 from __future__ import annotations
 

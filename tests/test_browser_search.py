@@ -1,4 +1,4 @@
-"""Search in a real browser (issue 15): the list's marked snippets, then the run page opened
+"""Search in a real browser: the list's marked snippets, then the run page opened
 from a search highlighting the words with "next match" (static/runs/search.js), under the
 site's CSP, on hostile stored text. Debian's Chromium through Playwright, as in
 tests/test_browser.py; every console error, script error or failed request fails the test.

@@ -1,4 +1,4 @@
-"""The run page and the call tree in a real browser (issue 16): failures first, one time
+"""The run page and the call tree in a real browser: failures first, one time
 axis, paging and filters, the JSON viewer, markdown, copy buttons, the keyboard, time zones
 and a live run, at desktop and phone widths, in light and dark.
 

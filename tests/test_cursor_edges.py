@@ -1,4 +1,4 @@
-"""Issue 13, item 7: any cursor gives a page or a 400 (a `before` cursor newer than every row
+"""Any cursor gives a page or a 400 (a `before` cursor newer than every row
 was a 500: the page was empty but said older rows followed)."""
 
 from __future__ import annotations

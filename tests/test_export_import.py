@@ -1,4 +1,4 @@
-"""Export and import (issue 19): formats, round trips, conflicts, permissions, bad input.
+"""Export and import: formats, round trips, conflicts, permissions, bad input.
 
 Round trips are compared through MemoryStorage: every run and event read back through
 DjangoStorage (the contract, not the export code) before and after.

@@ -1,4 +1,4 @@
-"""Issue 13, item 2 (and the first of item 13): the data folder and everything written in it
+"""The data folder and everything written in it
 are the owner's only, from the first byte, whoever creates them; ensure_admin prints the
 password once; `make` keeps the key in SKILLAUDIT_DATA_DIR.
 

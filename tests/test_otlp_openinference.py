@@ -1,4 +1,4 @@
-"""The OpenInference dialect (issue 23), from hand-built spans, protobuf and JSON."""
+"""The OpenInference dialect, from hand-built spans, protobuf and JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13, item 9: every link to a run opens that run, whatever dots and slashes its id
+"""Every link to a run opens that run, whatever dots and slashes its id
 holds. Links are resolved as a browser resolves them (WHATWG URL: "." and ".." segments,
 and their %2e spellings, are removed) and then followed."""
 

@@ -1,4 +1,4 @@
-"""Issue 17's list filters (status lists and groups, failed=1, relative and whole-day
+"""The list filters (status lists and groups, failed=1, relative and whole-day
 times, page size), each alone and combined, on both databases, against counting in Python;
 the same through the API; the suggestions, the 400 page's way back, /api/, the skills
 page's chips, sparklines and sorting."""

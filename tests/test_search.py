@@ -1,4 +1,4 @@
-"""Search inside traces (issue 15): the query language, the index kept by the databases,
+"""Search inside traces: the query language, the index kept by the databases,
 the list's q filter on /runs/ and /api/runs/, snippets and their escaping.
 
 The corpus test asserts one table of expected run ids; CI runs this file on SQLite and on

@@ -1,4 +1,4 @@
-"""Issue 13, item 13: the small ones. A dashboard 403 logs one line, not a traceback; the
+"""The small ones. A dashboard 403 logs one line, not a traceback; the
 production settings refuse Host: testserver and make HSTS includeSubDomains and preload
 opt-in; a POST to an unknown /api/ path is the API's JSON 404, not the CSRF page."""
 

@@ -1,4 +1,4 @@
-"""Issue 13, items 3 and 4: API tokens are stored hashed and shown once; logins lock out
+"""API tokens are stored hashed and shown once; logins lock out
 after repeated failures (per user and per address); the API is throttled per user, per
 anonymous address and per address sending wrong tokens, with 429 and Retry-After."""
 

@@ -87,7 +87,7 @@ def test_users_without_the_view_permission_are_refused(
 
 
 def test_the_view_permission_is_enough_staff_or_not(client, django_user_model, mixed_runs):
-    """Issue 17: the dashboard needs runs.view_skillrun, not the staff flag (the admin
+    """The dashboard needs runs.view_skillrun, not the staff flag (the admin
     does)."""
     client.force_login(make_viewer(django_user_model, staff=False, permission=True))
     for url in dashboard_urls():

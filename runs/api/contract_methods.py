@@ -57,7 +57,7 @@ class ContractMethod:
     errors: dict = field(default_factory=dict)
 
 
-# Issue 13, item 5: 500 runs of 2.6 MB inputs made one 1.3 GB answer and a worker that kept
+# 500 runs of 2.6 MB inputs made one 1.3 GB answer and a worker that kept
 # the memory. A response holds at most RESPONSE_BUDGET bytes of serialized runs (at least one
 # run, whatever its size) and says where to go on; rows are read BUDGET_BATCH at a time, so a
 # worker holds one batch of models and one budget of rows, not the whole limit. Batches of 20

@@ -1,4 +1,4 @@
-"""GET /api/: the index of the API's endpoints (issue 17), read off the URL configuration so
+"""GET /api/: the index of the API's endpoints, read off the URL configuration so
 it cannot drift from what is routed. Login and runs.view_skillrun, like every other read."""
 
 from __future__ import annotations

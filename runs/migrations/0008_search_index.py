@@ -1,4 +1,4 @@
-"""The search index (issue 15), kept by the database itself for every writer.
+"""The search index, kept by the database itself for every writer.
 
 What is searchable: a run's id, error, output and inputs, and each event's payload (JSON:
 keys and values, strings decoded). Each text is cut at a fixed length (below), so a

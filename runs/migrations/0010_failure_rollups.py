@@ -1,4 +1,4 @@
-"""Failure roll-ups on skill_runs, kept by triggers for every writer (issue 17).
+"""Failure roll-ups on skill_runs, kept by triggers for every writer.
 
 ``failed_tools``: how many of the run's events are failed tool results (contract.
 tool_result_failed: a tool_result whose payload has "is_error": true). ``failed_descendants``:

@@ -213,7 +213,7 @@ def page_context(run, position: Position) -> dict:
     rows = page.rows
     breakdown = selectors.event_breakdown(run.id, getattr(run, "failed_tools", None))
     # The lists are skipped when the counts say they are empty: the breakdown's failures,
-    # and the failed_descendants roll-up the database keeps on the run (issue 17). Each
+    # and the failed_descendants roll-up the database keeps on the run. Each
     # reads failures in sequence order and stops early: the header names the first few,
     # the pager links the next one after this page.
     failures = selectors.failures(run.id, FAILURES_NAMED) if breakdown.failures else []

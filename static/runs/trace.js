@@ -1,4 +1,4 @@
-// skillaudit run page and call tree (issue 16): JSON viewer, copy buttons, keyboard,
+// skillaudit run page and call tree: JSON viewer, copy buttons, keyboard,
 // live updates of a running run. Progressive enhancement: both pages work without it.
 // CSP-safe: no inline script, no eval, no HTML built from data here; the only markup
 // inserted is the server's own rendering of new events (rendering.timeline_items, every

@@ -211,7 +211,7 @@ INTEGER_FIELDS = [
 @pytest.mark.parametrize("run_field,stats_field", INTEGER_FIELDS)
 def test_integers_beyond_64_bits_are_refused(storage, run_field, stats_field, request):
     low, high = -(2**63), 2**63 - 1
-    # The API refuses negative counts in a finish (issue 13); the contract takes them.
+    # The API refuses negative counts in a finish; the contract takes them.
     finished_low = 0 if over_http(request) else low
     for run_id, value, finished in [("low", low, finished_low), ("high", high, high)]:
         start(storage, run_id, **{run_field: value})
@@ -228,7 +228,7 @@ def test_integers_beyond_64_bits_are_refused(storage, run_field, stats_field, re
 
 
 def over_http(request) -> bool:
-    """The API refuses event sequences below 1 (issue 13: stored, they were never shown);
+    """The API refuses event sequences below 1 (stored, they were never shown);
     the contract itself, and the other storages, take any 64-bit sequence."""
     return request.node.callspec.params.get("storage") == "http"
 
@@ -888,7 +888,7 @@ def test_finished_runs_before_never_include_running_rows(storage, clock):
     try:
         finish(storage, "finished-as-running", "running")
     except ValueError:
-        pass  # the API refuses it (issue 13): the run then stays running, unfinished
+        pass  # the API refuses it: the run then stays running, unfinished
     start(storage, "finished", 2)
     finish(storage, "finished", "ok")
     assert ids(storage.list_finished_runs_before(at(10**7), 10)) == ["finished"]

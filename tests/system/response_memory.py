@@ -1,5 +1,5 @@
-"""A worker's memory after a ~100 MB contract answer returns near where it was (issue 13,
-item 5; run by hand or by .ci/run, not by pytest).
+"""A worker's memory after a ~100 MB contract answer returns near where it was (run by
+hand, not by pytest).
 
 Stores RUNS runs of 2.6 MB inputs (~100 MB) in a fresh SQLite database, serves it with one
 gunicorn worker, and asks list_runs_filtered for all of them through HttpStorage: the server

@@ -1,4 +1,4 @@
-"""Slow clients cannot starve gunicorn (run by .ci/run, not by pytest; issue 13, item 6).
+"""Slow clients cannot starve gunicorn (run by .ci/run, not by pytest).
 
 Four sockets connect and trickle their request headers, one byte every half second, for
 the whole check; meanwhile /healthz is asked again and again and must answer 200 in under
@@ -6,8 +6,7 @@ a second every time. With two sync workers two such sockets were enough to make 
 time out; the gthread workers (skillaudit_site/gunicorn.conf.py) give a slow client one
 thread, not a whole process.
 
-Also checks the files the served site wrote in its data folder: folder 0700, files 0600
-(issue 13, item 2).
+Also checks the files the served site wrote in its data folder: folder 0700, files 0600.
 
 Usage: .venv/bin/python tests/system/slow_clients.py [--seconds 20] [--worker-class sync]
 (--worker-class sync shows the failure this guards against).

@@ -1,4 +1,4 @@
-"""Rebuild the run search's index (issue 15) from the stored runs and events.
+"""Rebuild the run search's index from the stored runs and events.
 
     manage.py rebuild_search_index
 
