@@ -26,31 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runs.services.history import History  # noqa: E402 (after the path is set)
+from runs import contract  # noqa: E402 (after the path is set)
+from runs.services.history import History  # noqa: E402
 
 SIZES = {
     "small": (10_000, 100_000),
     "medium": (100_000, 1_000_000),
     "reference": (1_000_000, 10_000_000),
 }
-RUN_COLUMNS = (
-    "id",
-    "skill_id",
-    "caller_id",
-    "channel_id",
-    "inputs",
-    "started_at",
-    "finished_at",
-    "status",
-    "output",
-    "error",
-    "tool_calls_count",
-    "runtime_seconds",
-    "parent_run_id",
-    "total_input_tokens",
-    "total_output_tokens",
-    "total_thinking_tokens",
-)
+RUN_COLUMNS = contract.RUN_FIELDS
 LOG_COLUMNS = ("id", "run_id", "sequence", "event_type", "payload", "created_at")
 
 

@@ -112,6 +112,11 @@ class SkillRun:
     total_thinking_tokens: int = 0
 
 
+# Every field of a run, in the dataclass's (and the table's) order: what a writer that copies
+# whole rows (the benchmark's loader, OTLP ingest's COPY, DjangoStorage) writes and reads.
+RUN_FIELDS = tuple(field.name for field in dataclasses.fields(SkillRun))
+
+
 @dataclasses.dataclass
 class RunStats:
     status: str = ""

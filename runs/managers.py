@@ -1136,7 +1136,7 @@ class OtlpTraceManager(models.Manager):
                 for trace_id, spans, count, ids, updated in trace_rows:
                     copy.write_row((trace_id, spans, count, dumps(ids), updated))
             if runs:
-                columns = ", ".join(OTLP_RUN_COLUMNS)
+                columns = ", ".join(contract.RUN_FIELDS)
                 sql = f"COPY {quote(runs_model._meta.db_table)} ({columns}) FROM STDIN"
                 with raw.copy(sql) as copy:
                     for run in runs:
@@ -1178,28 +1178,8 @@ class OtlpTraceManager(models.Manager):
                         )
 
 
-OTLP_RUN_COLUMNS = (
-    "id",
-    "skill_id",
-    "caller_id",
-    "channel_id",
-    "inputs",
-    "started_at",
-    "finished_at",
-    "status",
-    "output",
-    "error",
-    "tool_calls_count",
-    "runtime_seconds",
-    "parent_run_id",
-    "total_input_tokens",
-    "total_output_tokens",
-    "total_thinking_tokens",
-)
-
-
 def dataclass_fields(run) -> dict:
-    return {name: getattr(run, name) for name in OTLP_RUN_COLUMNS}
+    return {name: getattr(run, name) for name in contract.RUN_FIELDS}
 
 
 # --- export and import (runs.services.export and runs.services.importer) --------

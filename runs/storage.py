@@ -18,11 +18,8 @@ class SchemaMissing(RuntimeError):
     """The audit tables are not in the database."""
 
 
-RUN_FIELDS = [field.name for field in SkillRun.__dataclass_fields__.values()]
-
-
 def run_from_model(row: SkillRunModel) -> SkillRun:
-    return SkillRun(**{name: getattr(row, name) for name in RUN_FIELDS})
+    return SkillRun(**{name: getattr(row, name) for name in contract.RUN_FIELDS})
 
 
 def log_from_model(row: SkillRunLogModel) -> SkillRunLog:
