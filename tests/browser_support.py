@@ -53,6 +53,34 @@ def chromium_missing_message() -> str:
     )
 
 
+def launched_chromium():
+    """One headless Chromium, for a module-scoped ``browser`` fixture (tests/conftest.py).
+
+    A missing Chromium fails the tests: it never skips them. Playwright's sync API keeps an
+    event loop in this thread, which makes Django refuse ORM calls from it unless told they
+    are safe (as pytest-django documents).
+    """
+    import pytest
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(chromium_missing_message())
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
 class Clock:
     """A clock the Sink reads: each run and event gets a distinct, chosen time."""
 

@@ -66,3 +66,11 @@ def http_storage(request, transactional_db, django_user_model):
         Permission.objects.filter(content_type__app_label="runs", codename__in=codenames)
     )
     return HttpStorage(server.url, Token.objects.create(user=user).key, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium per test module (tests/browser_support.py)."""
+    from .browser_support import launched_chromium
+
+    yield from launched_chromium()

@@ -19,14 +19,12 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from runs import contract
 
 from .browser_support import (
     BIG_PAYLOAD_CHARS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     HOSTILE_IMG,
     HOSTILE_SCRIPT,
@@ -34,7 +32,6 @@ from .browser_support import (
     OVERFLOW_TOLERANCE_PX,
     PHONE,
     PageWatch,
-    chromium_missing_message,
     screenshot_dir,
     seed,
 )
@@ -48,29 +45,6 @@ READER_TZ = "Asia/Kolkata"
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module. A missing Chromium fails the tests: it never skips them."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(chromium_missing_message())
-    # Playwright's sync API keeps an event loop in this thread, which makes Django refuse
-    # ORM calls from it unless told they are safe (as pytest-django documents).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from runs import contract
 
 from .browser_support import OVERFLOW_TOLERANCE_PX
 from .test_browser import (  # noqa: F401 (fixtures)
-    browser,
     context,
     data,
     follow,

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from runs import contract
 from runs.models import SkillRun, SkillRunLog
@@ -29,14 +29,11 @@ from runs.storage import DjangoStorage
 from runs.web.trace import EVENTS_PAGE_SIZE
 
 from .browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     HOSTILE_IMG,
     HOSTILE_SCRIPT,
     OVERFLOW_TOLERANCE_PX,
     Clock,
     PageWatch,
-    chromium_missing_message,
 )
 
 pytestmark = pytest.mark.browser
@@ -177,26 +174,6 @@ def seed_trace(now: datetime) -> Seeded:
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(chromium_missing_message())
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
