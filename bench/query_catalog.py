@@ -426,6 +426,9 @@ class Statement:
 
 
 _EXPLAINABLE = re.compile(r"\s*(SELECT|WITH|DELETE|UPDATE)\b", re.IGNORECASE)
+# Lookups in the system catalogs (is skill_run_logs partitioned?) read no table of ours:
+# they are not the query's statements and have no plan worth checking.
+_SYSTEM_CATALOG = re.compile(r"\bFROM\s+pg_(class|namespace|inherits|partitioned_table)\b", re.I)
 
 
 class _Explainer:
@@ -436,7 +439,7 @@ class _Explainer:
         self.statements: list[Statement] = []
 
     def __call__(self, execute, sql, params, many, context):
-        if not many and _EXPLAINABLE.match(sql):
+        if not many and _EXPLAINABLE.match(sql) and not _SYSTEM_CATALOG.search(sql):
             self.statements.append(self._explain(context["cursor"].cursor, sql, params))
         return execute(sql, params, many, context)
 
