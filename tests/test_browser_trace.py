@@ -241,6 +241,16 @@ def shown_sequences(page) -> list[int]:
     ]
 
 
+def follow(page, link) -> None:
+    """Click a link or button that loads a new page and wait until that page has loaded.
+
+    Reading the list right after a bare click raced the navigation: CI once read the
+    half-parsed next document (its URL committed, no events yet) and saw an empty page.
+    """
+    with page.expect_navigation(wait_until="load"):
+        link.click()
+
+
 def assert_no_overflow(page):
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= OVERFLOW_TOLERANCE_PX, f"the page is {overflow}px wider than the window"
@@ -289,7 +299,7 @@ def test_failures_header_counts_and_links_each_failure(page, data):
 def test_errors_only_shows_the_failing_events_with_their_calls(page, data):
     page.goto(run_url())
     page.locator("#errors-only").check()
-    page.locator("form.event-filter button[type=submit]").click()
+    follow(page, page.locator("form.event-filter button[type=submit]"))
     expect(page).to_have_url(re.compile(r"\?errors=1"))
     expected = sorted(
         {data.failed_call, data.failed_result, data.error_event}
@@ -301,21 +311,21 @@ def test_errors_only_shows_the_failing_events_with_their_calls(page, data):
     # the calls come along, marked as context
     expect(event(page, data.failed_call)).to_have_class(re.compile(r"\bcontext\b"))
     # and the filter can be left
-    page.locator("#clear-filters").click()
+    follow(page, page.locator("#clear-filters"))
     assert len(shown_sequences(page)) == EVENTS_PAGE_SIZE
 
 
 def test_filters_by_event_type_and_by_tool(page, data):
     page.goto(run_url())
     page.locator("#event-type").select_option("tool_call")
-    page.locator("form.event-filter button[type=submit]").click()
+    follow(page, page.locator("form.event-filter button[type=submit]"))
     expect(page).to_have_url(re.compile(r"\?type=tool_call(#|$)"))
     types = page.locator("li.event").evaluate_all("ls => ls.map(l => l.dataset.type)")
     assert types and set(types) == {"tool_call"}
     # the tool select keeps "every tool" out of the URL
     page.locator("#event-type").select_option("")
     page.locator("#event-tool").select_option("tickets.get")
-    page.locator("form.event-filter button[type=submit]").click()
+    follow(page, page.locator("form.event-filter button[type=submit]"))
     expect(page).to_have_url(re.compile(r"\?tool=tickets\.get(#|$)"))
     assert shown_sequences(page) == [data.failed_call, data.failed_result]
     # a bad filter value is a 400 naming the parameter, not a 500
@@ -331,15 +341,15 @@ def test_pages_previous_next_first_last(page, data):
     assert first_page == list(range(1, EVENTS_PAGE_SIZE + 1))
     pager = page.locator("nav.event-pager").first
     expect(pager.locator("[data-page=prev]")).to_have_count(0)
-    pager.locator("[data-page=next]").click()
+    follow(page, pager.locator("[data-page=next]"))
     assert shown_sequences(page) == list(range(EVENTS_PAGE_SIZE + 1, 2 * EVENTS_PAGE_SIZE + 1))
-    pager.locator("[data-page=last]").click()
+    follow(page, pager.locator("[data-page=last]"))
     last_page = shown_sequences(page)
     assert last_page[-1] == EVENT_TOTAL and len(last_page) == EVENTS_PAGE_SIZE
     expect(pager.locator("[data-page=next]")).to_have_count(0)
-    pager.locator("[data-page=prev]").click()
+    follow(page, pager.locator("[data-page=prev]"))
     assert shown_sequences(page)[-1] == last_page[0] - 1
-    pager.locator("[data-page=first]").click()
+    follow(page, pager.locator("[data-page=first]"))
     assert shown_sequences(page) == first_page
 
 

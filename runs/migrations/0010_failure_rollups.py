@@ -300,6 +300,10 @@ def install(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor not in ("sqlite", "postgresql"):
         raise RuntimeError(f"the failure roll-ups have no triggers for {vendor}")
+    if vendor == "postgresql":
+        # The backfill and the index builds read every run: on a big database they outlast
+        # the site's statement_timeout (settings), which would cancel the migration halfway.
+        schema_editor.execute("SET LOCAL statement_timeout = 0")
     for statement in ADD_COLUMNS:
         schema_editor.execute(statement, params=None)
     # The runs already stored (a database the dashboard is pointed at late).
