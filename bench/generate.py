@@ -67,14 +67,32 @@ def copy_escape(text: str) -> str:
 # --- loaders ---------------------------------------------------------------------------
 
 
-def migrate(database_url: str) -> None:
+MIGRATE_TO = """
+import sys
+import django
+django.setup()
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+executor = MigrationExecutor(connection)
+target = sys.argv[1]
+targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "runs"]
+migration = executor.loader.get_migration_by_prefix("runs", target)
+targets.append((migration.app_label, migration.name))
+executor.migrate(targets)
+"""
+
+
+def migrate(database_url: str, runs_migration: str | None = None) -> None:
+    """``manage.py migrate``; with ``runs_migration`` (a prefix: "0010"), the runs app only
+    up to that migration and every other app to its latest: a data set migrated to the
+    last migration really written, so later ones still run their backfills on it."""
     env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEY="bench-generate", DEBUG="0")
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"],
-        env=env,
-        check=True,
-        cwd=ROOT,
-    )
+    env.setdefault("DJANGO_SETTINGS_MODULE", "skillaudit_site.settings")
+    if runs_migration:
+        command = [sys.executable, "-c", MIGRATE_TO, runs_migration]
+    else:
+        command = [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"]
+    subprocess.run(command, env=env, check=True, cwd=ROOT)
 
 
 class Progress:
@@ -110,11 +128,11 @@ def rollups():
     return importlib.import_module("runs.migrations.0010_failure_rollups")
 
 
-def load_postgresql(url: str, history: History, replace: bool) -> dict:
+def load_postgresql(url: str, history: History, replace: bool, runs_migration=None) -> dict:
     import psycopg
 
     create_database(url)
-    migrate(url)
+    migrate(url, runs_migration)
     timings: dict[str, float] = {}
     pools = history.pools
     outputs = [copy_escape(text) for text in pools.outputs]
@@ -270,11 +288,11 @@ def drop_postgresql_indexes(cur) -> list[str]:
     return rebuild
 
 
-def load_sqlite(path: str, url: str, history: History, replace: bool) -> dict:
+def load_sqlite(path: str, url: str, history: History, replace: bool, runs_migration=None) -> dict:
     import sqlite3
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    migrate(url)
+    migrate(url, runs_migration)
     timings: dict[str, float] = {}
     pools = history.pools
     stamp = TimeFormat("")
@@ -420,6 +438,11 @@ def main(argv=None) -> None:
         "seed and end give the same data.",
     )
     parser.add_argument("--replace", action="store_true", help="overwrite existing runs")
+    parser.add_argument(
+        "--migrate-to",
+        metavar="PREFIX",
+        help="migrate the runs app only up to this migration (e.g. 0010; default: the latest)",
+    )
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("--database-url (or DATABASE_URL) is required")
@@ -447,9 +470,11 @@ def main(argv=None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     if engine == "postgresql":
-        timings = load_postgresql(args.database_url, history, args.replace)
+        timings = load_postgresql(args.database_url, history, args.replace, args.migrate_to)
     elif engine == "sqlite3":
-        timings = load_sqlite(config["NAME"], args.database_url, history, args.replace)
+        timings = load_sqlite(
+            config["NAME"], args.database_url, history, args.replace, args.migrate_to
+        )
     else:
         raise SystemExit(f"unsupported database engine {engine}")
     total = time.perf_counter() - began
@@ -461,6 +486,7 @@ def main(argv=None) -> None:
         "events": events,
         "seed": args.seed,
         "end": end.isoformat(),
+        "migrated_to": args.migrate_to or "latest",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
         "total_s": round(total, 1),
