@@ -24,9 +24,11 @@ $(KEY_FILE):
 
 key: $(KEY_FILE)
 
-# Migrate, add demo data to an empty database, make sure an admin login exists, serve.
+# Migrate, load the shipped model list prices (keyed by model, provider and date: a repeat
+# changes nothing), add demo data to an empty database, make sure an admin login exists, serve.
 run: install $(KEY_FILE)
 	$(WITH_KEY) $(PY) manage.py migrate --noinput
+	$(WITH_KEY) $(PY) manage.py load_prices runs/data/model_prices.json
 	$(WITH_KEY) $(PY) manage.py seed_demo --if-empty
 	$(WITH_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0
 	$(WITH_KEY) $(PY) manage.py ensure_admin

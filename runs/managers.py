@@ -19,7 +19,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
 from django.utils.dateparse import parse_datetime
 
-from . import contract
+from . import contract, costs
 
 # What run lists select: everything but the big inputs/output/error columns.
 SUMMARY_FIELDS = (
@@ -2033,3 +2033,57 @@ class LogPartitions:
                 cursor.execute(f"DROP TABLE {name}")
             dropped.append((name, rows))
         return dropped
+
+
+class ModelPriceManager(models.Manager):
+    """The model price table: read whole for pricing, written by load_prices and the admin."""
+
+    def price_table(self) -> costs.PriceTable:
+        """Every row as a runs.costs.PriceTable: one query of a small table (a few hundred
+        rows at most), read per request so an edited price applies at once."""
+        return costs.PriceTable(row.as_price() for row in self.all())
+
+    def upsert(self, prices: Sequence[costs.Price]) -> tuple[int, int, int]:
+        """Write ``prices`` keyed by (model, provider, valid_from), in one transaction:
+        new rows are added, changed rows updated, equal rows left alone. Returns
+        (created, updated, unchanged); loading the same file twice changes nothing."""
+        fields = (
+            "input_per_million",
+            "output_per_million",
+            "cached_input_per_million",
+            "thinking_per_million",
+            "currency",
+            "note",
+        )
+        created = updated = unchanged = 0
+        with transaction.atomic(using=self.db):
+            for price in prices:
+                values = {name: getattr(price, name) for name in fields}
+                row = (
+                    self.select_for_update()
+                    .filter(model=price.model, provider=price.provider, valid_from=price.valid_from)
+                    .first()
+                )
+                if row is None:
+                    self.create(
+                        model=price.model,
+                        provider=price.provider,
+                        valid_from=price.valid_from,
+                        **values,
+                    )
+                    created += 1
+                elif all(_same(getattr(row, name), value) for name, value in values.items()):
+                    unchanged += 1
+                else:
+                    for name, value in values.items():
+                        setattr(row, name, value)
+                    row.save(update_fields=list(fields))
+                    updated += 1
+        return created, updated, unchanged
+
+
+def _same(stored, given) -> bool:
+    """Decimals compare by value (10.000000 == 10), None only with None."""
+    if stored is None or given is None:
+        return stored is given
+    return stored == given

@@ -1,10 +1,12 @@
 """The two audit tables. Column names follow the Go executor so both can share a database."""
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from . import contract, lookups  # noqa: F401  (registers CharField __is_empty)
+from . import contract, costs, lookups  # noqa: F401  (registers CharField __is_empty)
 from .managers import (
+    ModelPriceManager,
     OtlpTraceManager,
     SkillRunCountManager,
     SkillRunLogManager,
@@ -213,3 +215,79 @@ class OtlpTrace(models.Model):
 
     def __str__(self):
         return self.trace_id
+
+
+class ModelPrice(models.Model):
+    """A model's list price per million tokens from ``valid_from`` on (runs.costs prices usage).
+
+    ``model`` is a name as steps carry it (``gpt-4o-2024-08-06``) or a pattern with ``*``
+    (``gpt-4o*``); which row prices a step is runs.costs's rule (exact beats pattern, the
+    longest literal prefix among patterns, the latest ``valid_from`` not after the step).
+    An empty cached-input or thinking price bills those tokens at the input or output price.
+    Costs are computed when read, never stored: an edited row applies to every run at once.
+    """
+
+    PRICE_DIGITS = 14
+    PRICE_DECIMALS = 6
+
+    model = models.CharField(max_length=contract.NAME_MAX_LENGTH)
+    provider = models.CharField(max_length=100, blank=True, default="")
+    input_per_million = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_DECIMALS)
+    output_per_million = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_DECIMALS)
+    cached_input_per_million = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_DECIMALS, null=True, blank=True
+    )
+    thinking_per_million = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_DECIMALS, null=True, blank=True
+    )
+    currency = models.CharField(max_length=3, default="USD")
+    valid_from = models.DateTimeField()
+    note = models.CharField(max_length=500, blank=True, default="")
+
+    objects = ModelPriceManager()
+
+    class Meta:
+        db_table = "model_prices"
+        ordering = ["model", "provider", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "provider", "valid_from"], name="model_prices_model_from"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_per_million__gte=0)
+                & Q(output_per_million__gte=0)
+                & (Q(cached_input_per_million__isnull=True) | Q(cached_input_per_million__gte=0))
+                & (Q(thinking_per_million__isnull=True) | Q(thinking_per_million__gte=0)),
+                name="model_prices_not_negative",
+            ),
+            models.CheckConstraint(condition=~Q(model=""), name="model_prices_model_named"),
+        ]
+
+    def __str__(self):
+        provider = f" ({self.provider})" if self.provider else ""
+        return f"{self.model}{provider} from {self.valid_from:%Y-%m-%d}"
+
+    def as_price(self) -> costs.Price:
+        return costs.Price(
+            model=self.model,
+            provider=self.provider,
+            valid_from=self.valid_from,
+            input_per_million=self.input_per_million,
+            output_per_million=self.output_per_million,
+            cached_input_per_million=self.cached_input_per_million,
+            thinking_per_million=self.thinking_per_million,
+            currency=self.currency,
+            note=self.note,
+        )
+
+    def clean(self):
+        """The admin's form checks what runs.costs checks (currency, names, signs)."""
+        super().clean()
+        if self.valid_from is None or any(
+            v is None for v in (self.input_per_million, self.output_per_million)
+        ):
+            return
+        try:
+            self.as_price().check()
+        except costs.PriceError as problem:
+            raise ValidationError(str(problem)) from problem

@@ -17,7 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "runs"
 
 # The library an executor imports: no Django, no other layer of the app.
-LIBRARY = {"runs.contract", "runs.memory", "runs.recorder", "runs.client", "runs.buffered"}
+LIBRARY = {
+    "runs.contract",
+    "runs.memory",
+    "runs.recorder",
+    "runs.client",
+    "runs.buffered",
+    "runs.costs",
+}
 # Modules the library may import besides the standard library.
 LIBRARY_MAY_IMPORT = LIBRARY | {"runs.jsontext", "runs.durations", "runs.formats"}
 
