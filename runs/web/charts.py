@@ -113,6 +113,8 @@ BAR_SHARE = 0.76
 # Category bars (per skill): one row per category, this tall.
 ROW, ROW_BAR = 34, 12
 CATEGORY_ROWS = 20
+# Axis labels this close (percent of the width) to an edge are aligned to it.
+EDGE = 4.0
 
 
 def nice_ceiling(value: float, integer: bool = False) -> float:
@@ -187,8 +189,12 @@ def _ticks(columns: Sequence[Column]) -> str:
     for index, column in enumerate(columns):
         if column.tick:
             x = (index + 0.5) * slot
+            # Near an edge a centred label would be cut off: it starts or ends there.
+            anchor, x = (
+                ("start", 0.0) if x < EDGE else ("end", 100.0) if x > 100 - EDGE else ("middle", x)
+            )
             out.append(
-                f'<text class="tick" x="{_percent(x)}" y="{TICK_Y}" text-anchor="middle">'
+                f'<text class="tick" x="{_percent(x)}" y="{TICK_Y}" text-anchor="{anchor}">'
                 f"{esc(column.tick)}</text>"
             )
     return "".join(out)
