@@ -301,3 +301,133 @@ def parameter_problems(data, allowed: set[str]) -> dict[str, list[str]]:
 
 def stale_after() -> timedelta:
     return timedelta(minutes=settings.SKILLAUDIT_STALE_AFTER_MINUTES)
+
+
+# --- /stats/ and GET /api/stats/ ------------------------------------------------------
+
+STATS_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+STATS_DEFAULT_WINDOW = "7d"
+STATS_BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+# At most this many buckets in a series: 31 days of hours (a month by the hour still
+# answers; a year by the hour, 8,760 points nobody can read, is a 400 naming bucket).
+STATS_MAX_BUCKETS = 800
+# Without bucket=: hours up to two days, days beyond.
+STATS_HOURLY_UP_TO = timedelta(days=2)
+
+
+def floor_to(moment: datetime, unit: timedelta) -> datetime:
+    """The start (UTC) of the hour or day ``moment`` falls in."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return moment - ((moment - epoch) % unit)
+
+
+class StatsStatusField(StatusListField):
+    def to_python(self, value):
+        statuses = super().to_python(value)
+        if STALE in statuses:
+            raise ValidationError(
+                "stale is a state of running runs now, not a status the stats count",
+                code="invalid",
+            )
+        return statuses
+
+
+class StatsForm(forms.Form):
+    window = forms.ChoiceField(choices=[(w, w) for w in STATS_WINDOWS], required=False)
+    since = IsoDateTimeField(required=False)
+    until = IsoDateTimeField(required=False, end_of_day=True)
+    bucket = forms.ChoiceField(choices=[(b, b) for b in STATS_BUCKETS], required=False)
+    skill = CleanCharField(max_length=contract.NAME_MAX_LENGTH, required=False)
+    caller = CleanCharField(max_length=contract.NAME_MAX_LENGTH, required=False)
+    channel = CleanCharField(max_length=contract.NAME_MAX_LENGTH, required=False)
+    status = StatsStatusField(required=False)
+    include_nested = StrictBooleanField(required=False)
+
+
+class StatsParameters:
+    """The query string of /stats/ and GET /api/stats/ -> selectors.StatsQuery.
+
+    ``window=24h|7d|30d`` (default 7d) or ``since``/``until`` (the list's syntax; until
+    defaults to now, since to a week before until), ``bucket=hour|day`` (default: hours
+    for a window of two days or less), and the list's filters ``skill``, ``caller``,
+    ``channel``, ``status`` (no ``stale``) and ``include_nested`` (default: top-level runs).
+    The window is widened to whole buckets (since rounded down, until up; until is
+    exclusive), since the buckets are whole UTC hours and days. Unknown or repeated
+    parameters, window with since/until, an empty window, or more than
+    STATS_MAX_BUCKETS buckets are errors naming the parameter.
+    """
+
+    def __init__(self, data=None):
+        data = data if data is not None else {}
+        self.data = data
+        self.problems = parameter_problems(data, set(StatsForm.base_fields))
+        self.form = StatsForm({key: data.get(key) for key in data})
+        self._query = None
+
+    def is_valid(self, now: datetime | None = None) -> bool:
+        if self.problems or not self.form.is_valid():
+            return False
+        try:
+            self._query = self._build(now or django_timezone.now())
+        except ValidationError as exc:
+            self.problems = dict(exc.message_dict)
+            return False
+        return True
+
+    @property
+    def error_messages(self) -> dict[str, list[str]]:
+        messages = {key: list(value) for key, value in self.problems.items()}
+        if not messages and self.form.is_bound:
+            for field, errors in self.form.errors.items():
+                messages.setdefault(field, []).extend(errors)
+        return messages
+
+    def query(self, now: datetime | None = None):
+        """The StatsQuery of valid data (call is_valid() first)."""
+        if self._query is None:
+            self._query = self._build(now or django_timezone.now())
+        return self._query
+
+    def _build(self, now: datetime):
+        from .selectors import StatsQuery
+
+        data = self.form.cleaned_data
+        window = data.get("window") or ""
+        since, until = data.get("since"), data.get("until")
+        if window and (since or until):
+            raise ValidationError({"window": ["cannot be combined with since or until"]})
+        if since is None and until is None:
+            until = now
+            since = now - STATS_WINDOWS[window or STATS_DEFAULT_WINDOW]
+        elif until is None:
+            until = max(now, since)
+        elif since is None:
+            since = max(until - STATS_WINDOWS[STATS_DEFAULT_WINDOW], EARLIEST)
+        if since >= until:
+            raise ValidationError({"until": ["must be after since"]})
+        bucket = data.get("bucket") or ("hour" if until - since <= STATS_HOURLY_UP_TO else "day")
+        unit = STATS_BUCKETS[bucket]
+        start = floor_to(since, unit)
+        end = floor_to(until, unit)
+        if end < until:
+            end = min(end + unit, LATEST)
+        buckets = (end - start) // unit
+        if buckets > STATS_MAX_BUCKETS:
+            raise ValidationError(
+                {
+                    "bucket": [
+                        f"the window has {buckets} {bucket}s; at most {STATS_MAX_BUCKETS} "
+                        "buckets (use bucket=day or a shorter window)"
+                    ]
+                }
+            )
+        return StatsQuery(
+            since=start,
+            until=end,
+            bucket=bucket,
+            skill_id=data.get("skill") or "",
+            caller_id=data.get("caller") or "",
+            channel_id=data.get("channel") or "",
+            statuses=tuple(data.get("status") or ()),
+            top_level_only=not data.get("include_nested"),
+        )

@@ -2035,6 +2035,644 @@ class LogPartitions:
         return dropped
 
 
+# --- trends and cost: the stats buckets (migration 0012) --------------------------------
+
+# Runtime histogram bins: bin b holds runtimes in [RATIO**b, RATIO**(b+1)) seconds, so a
+# bin's geometric midpoint is within sqrt(1.1) - 1 = 4.88% of any runtime in it. Bins are
+# clamped to +-RUNTIME_BIN_LIMIT (1.1**400 s is 10**16 s); runtimes of 0 or less, and
+# NaN on SQLite (stored as NULL), go to ZERO_RUNTIME_BIN, read back as 0 seconds.
+RUNTIME_BIN_RATIO = 1.1
+RUNTIME_BIN_LIMIT = 400
+ZERO_RUNTIME_BIN = -32768
+# Token counts read from a step payload: a JSON number from 0 to 10**15, else 0 (a payload
+# written by another program may hold anything; a trigger must never fail the write).
+MAX_STEP_TOKENS = 10**15
+MODEL_NAME_MAX_LENGTH = 255
+USAGE_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "thinking_tokens")
+RUN_TOKENS = ("input_tokens", "output_tokens", "thinking_tokens")
+
+
+class StatsSql:
+    """The SQL that keeps the stats buckets (SkillRunStat, SkillRunRuntime, RunModelUsage,
+    ModelUsageStat) exact: triggers for both engines, and the set-based recount used by the
+    migration's backfill and by SkillRunStatManager.rebuild().
+
+    What a step's usage is: the payload's ``model`` (a string, cut at 255 characters; ""
+    when absent) and its token counts read from ``usage`` when the payload has a ``usage``
+    object (the recorder's step) or else from the payload itself (OTLP's step events):
+    input_tokens, output_tokens, cached_input_tokens, thinking_tokens.
+
+    PostgreSQL: statement-level triggers over the transition tables (a batch of 1,000
+    events or a purge batch is one grouped upsert per table, as in migration 0006); the
+    upserts take their rows in key order, so concurrent writers cannot deadlock on shared
+    buckets. Only step events reach the usage tables (a WHERE on the transition table).
+    SQLite: row-level triggers, the step triggers guarded by WHEN event_type = 'step'.
+    """
+
+    def __init__(self, vendor: str):
+        if vendor not in ("postgresql", "sqlite"):
+            raise RuntimeError(f"the stats buckets have no triggers for {vendor}")
+        self.vendor = vendor
+        self.pg = vendor == "postgresql"
+
+    # --- expressions ------------------------------------------------------------------
+
+    def hour(self, column: str) -> str:
+        if self.pg:
+            return f"date_trunc('hour', {column}, 'UTC')"
+        # Django stores UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]': a bucket is a prefix.
+        return f"(substr({column}, 1, 13) || ':00:00')"
+
+    def day_of_hour(self, column: str) -> str:
+        if self.pg:
+            return f"date_trunc('day', {column}, 'UTC')"
+        return f"(substr({column}, 1, 10) || ' 00:00:00')"
+
+    def runtime_bin(self, column: str) -> str:
+        limit = RUNTIME_BIN_LIMIT
+        ratio = RUNTIME_BIN_RATIO
+        if self.pg:
+            # NaN and Infinity compare greater than every number: they land in the top bin.
+            return (
+                f"(CASE WHEN {column} > 0 THEN LEAST(GREATEST(floor(ln({column}) / ln({ratio})),"
+                f" -{limit}), {limit})::integer ELSE {ZERO_RUNTIME_BIN} END)"
+            )
+        return (
+            f"(CASE WHEN {column} > 0 THEN max(min(CAST(floor(ln({column}) / ln({ratio})) "
+            f"AS INTEGER), {limit}), -{limit}) ELSE {ZERO_RUNTIME_BIN} END)"
+        )
+
+    def step_model(self, payload: str) -> str:
+        if self.pg:
+            return (
+                f"(CASE WHEN jsonb_typeof({payload} -> 'model') = 'string' "
+                f"THEN left({payload} ->> 'model', {MODEL_NAME_MAX_LENGTH}) ELSE '' END)"
+            )
+        return (
+            f"(CASE WHEN json_valid({payload}) THEN (CASE WHEN json_type({payload}, '$.model') "
+            f"= 'text' THEN substr(json_extract({payload}, '$.model'), 1, "
+            f"{MODEL_NAME_MAX_LENGTH}) ELSE '' END) ELSE '' END)"
+        )
+
+    def step_tokens(self, payload: str, key: str) -> str:
+        top = MAX_STEP_TOKENS
+        if self.pg:
+            value = (
+                f"(CASE WHEN jsonb_typeof({payload} -> 'usage') = 'object' "
+                f"THEN {payload} -> 'usage' ELSE {payload} END -> '{key}')"
+            )
+            # Nested CASEs: PostgreSQL does not promise to evaluate AND left to right, and
+            # a string cast to numeric would fail the write.
+            return (
+                f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN (CASE WHEN "
+                f"{value}::numeric BETWEEN 0 AND {top} THEN trunc({value}::numeric)::bigint "
+                f"ELSE 0 END) ELSE 0 END)"
+            )
+        path = (
+            f"(CASE WHEN json_type({payload}, '$.usage') = 'object' "
+            f"THEN '$.usage.{key}' ELSE '$.{key}' END)"
+        )
+        return (
+            f"(CASE WHEN json_valid({payload}) THEN (CASE WHEN json_type({payload}, {path}) "
+            f"IN ('integer', 'real') THEN (CASE WHEN json_extract({payload}, {path}) "
+            f"BETWEEN 0 AND {top} THEN CAST(json_extract({payload}, {path}) AS INTEGER) "
+            f"ELSE 0 END) ELSE 0 END) ELSE 0 END)"
+        )
+
+    # --- the recount (backfill and rebuild) -------------------------------------------
+
+    def recount(self) -> list[str]:
+        """Every bucket from scratch: one grouped INSERT per table (the runs are read once
+        per table; the day rows are summed from the hour rows)."""
+        hour = self.hour("started_at")
+        top = "(parent_run_id = '')"
+        run_tokens = ", ".join(f"SUM(total_{t}) AS {t}" for t in RUN_TOKENS)
+        run_cols = ", ".join(RUN_TOKENS)
+        sum_run_tokens = ", ".join(f"SUM({t})" for t in RUN_TOKENS)
+        usage_sums = ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
+        usage_cols = ", ".join(USAGE_TOKENS)
+        model = self.step_model("payload")
+        tokens = ", ".join(f"{self.step_tokens('payload', t)} AS {t}" for t in USAGE_TOKENS)
+        day = self.day_of_hour("hour")
+        return [
+            "DELETE FROM skill_run_stats",
+            "DELETE FROM skill_run_runtimes",
+            "DELETE FROM skill_run_model_usage",
+            "DELETE FROM skill_model_usage_stats",
+            f"""INSERT INTO skill_run_stats (span, period_start, skill_id, top_level, status,
+                runs, {", ".join(RUN_TOKENS)})
+            SELECT * FROM (
+                WITH hourly AS (
+                    SELECT {hour} AS hour, skill_id, {top} AS top_level, status,
+                        COUNT(*) AS runs, {run_tokens}
+                    FROM skill_runs GROUP BY 1, 2, 3, 4
+                )
+                SELECT 'hour', hour, skill_id, top_level, status, runs, {run_cols} FROM hourly
+                UNION ALL
+                SELECT 'day', {day}, skill_id, top_level, status, SUM(runs), {sum_run_tokens}
+                FROM hourly GROUP BY 2, 3, 4, 5
+            ) counted WHERE true""",
+            f"""INSERT INTO skill_run_runtimes (span, period_start, skill_id, top_level, bin, runs)
+            SELECT * FROM (
+                WITH hourly AS (
+                    SELECT {hour} AS hour, skill_id, {top} AS top_level,
+                        {self.runtime_bin("runtime_seconds")} AS bin, COUNT(*) AS runs
+                    FROM skill_runs WHERE status <> 'running' GROUP BY 1, 2, 3, 4
+                )
+                SELECT 'hour', hour, skill_id, top_level, bin, runs FROM hourly
+                UNION ALL
+                SELECT 'day', {day}, skill_id, top_level, bin, SUM(runs) FROM hourly
+                GROUP BY 2, 3, 4, 5
+            ) counted WHERE true""",
+            # Only events of runs that exist (what the triggers count).
+            f"""INSERT INTO skill_run_model_usage (run_id, model, steps, {usage_cols})
+            SELECT run_id, model, COUNT(*), {usage_sums} FROM (
+                SELECT l.run_id, {model} AS model, {tokens} FROM skill_run_logs l
+                WHERE l.event_type = 'step'
+                AND EXISTS (SELECT 1 FROM skill_runs r WHERE r.id = l.run_id)
+            ) steps GROUP BY run_id, model""",
+            f"""INSERT INTO skill_model_usage_stats (span, period_start, skill_id, top_level,
+                model, runs, steps, {usage_cols})
+            SELECT * FROM (
+                WITH hourly AS (
+                    SELECT {self.hour("r.started_at")} AS hour, r.skill_id,
+                        (r.parent_run_id = '') AS top_level, u.model, COUNT(*) AS runs,
+                        SUM(u.steps) AS steps,
+                        {", ".join(f"SUM(u.{t}) AS {t}" for t in USAGE_TOKENS)}
+                    FROM skill_run_model_usage u JOIN skill_runs r ON r.id = u.run_id
+                    GROUP BY 1, 2, 3, 4
+                )
+                SELECT 'hour', hour, skill_id, top_level, model, runs, steps, {usage_cols}
+                FROM hourly
+                UNION ALL
+                SELECT 'day', {day}, skill_id, top_level, model, SUM(runs), SUM(steps),
+                    {usage_sums}
+                FROM hourly GROUP BY 2, 3, 4, 5
+            ) counted WHERE true""",
+        ]
+
+    # --- triggers ---------------------------------------------------------------------
+
+    def install(self) -> list[str]:
+        return self._pg_install() if self.pg else self._sqlite_install()
+
+    def drop(self) -> list[str]:
+        if self.pg:
+            return [
+                *(
+                    f"DROP TRIGGER IF EXISTS {name} ON {table}"
+                    for name, table in (
+                        ("skill_run_stats_insert", "skill_runs"),
+                        ("skill_run_stats_update", "skill_runs"),
+                        ("skill_run_stats_delete", "skill_runs"),
+                        ("skill_run_usage_insert", "skill_run_logs"),
+                        ("skill_run_usage_update", "skill_run_logs"),
+                        ("skill_run_usage_delete", "skill_run_logs"),
+                    )
+                ),
+                "DROP FUNCTION IF EXISTS skill_run_stats_apply()",
+                "DROP FUNCTION IF EXISTS skill_run_usage_apply()",
+            ]
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in self.SQLITE_TRIGGER_NAMES]
+
+    def _pg_install(self) -> list[str]:
+        runs_cols = (
+            "id, skill_id, status, started_at, parent_run_id, runtime_seconds, "
+            + ", ".join(f"total_{t}" for t in RUN_TOKENS)
+        )
+        usage_cols = ", ".join(USAGE_TOKENS)
+        key_changed = (
+            "NOT EXISTS (SELECT 1 FROM {other} x WHERE x.id = {row}.id "
+            "AND x.skill_id = {row}.skill_id AND x.started_at = {row}.started_at "
+            "AND (x.parent_run_id = '') = ({row}.parent_run_id = ''))"
+        )
+        runs_function = f"""
+CREATE FUNCTION skill_run_stats_apply() RETURNS trigger LANGUAGE plpgsql AS $body$
+DECLARE
+    changes text;
+    moved text;
+    emptied bigint[];
+    emptied_runtimes bigint[];
+    emptied_usage bigint[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        changes := 'SELECT {runs_cols}, 1 AS delta FROM new_runs';
+    ELSIF TG_OP = 'DELETE' THEN
+        changes := 'SELECT {runs_cols}, -1 AS delta FROM old_runs';
+    ELSE
+        changes := 'SELECT {runs_cols}, 1 AS delta FROM new_runs '
+                   'UNION ALL SELECT {runs_cols}, -1 FROM old_runs';
+    END IF;
+    EXECUTE format($sql$
+        WITH c AS (%s),
+        hourly AS (
+            SELECT {self.hour("started_at")} AS hour, skill_id, (parent_run_id = '') AS top_level,
+                status, SUM(delta) AS runs,
+                {", ".join(f"SUM(delta * total_{t}) AS {t}" for t in RUN_TOKENS)}
+            FROM c GROUP BY 1, 2, 3, 4
+        ), deltas AS (
+            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, status, runs,
+                {", ".join(RUN_TOKENS)}
+            FROM hourly
+            UNION ALL
+            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, status, SUM(runs),
+                {", ".join(f"SUM({t})" for t in RUN_TOKENS)}
+            FROM hourly GROUP BY 2, 3, 4, 5
+        ), changed AS (
+            INSERT INTO skill_run_stats AS b (span, period_start, skill_id, top_level, status,
+                runs, {", ".join(RUN_TOKENS)})
+            SELECT * FROM deltas
+            WHERE runs <> 0 OR {" OR ".join(f"{t} <> 0" for t in RUN_TOKENS)}
+            ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (span, period_start, skill_id, top_level, status) DO UPDATE SET
+                runs = b.runs + EXCLUDED.runs,
+                {", ".join(f"{t} = b.{t} + EXCLUDED.{t}" for t in RUN_TOKENS)}
+            RETURNING id, runs
+        ), runtime_hourly AS (
+            SELECT {self.hour("started_at")} AS hour, skill_id, (parent_run_id = '') AS top_level,
+                {self.runtime_bin("runtime_seconds")} AS bin, SUM(delta) AS runs
+            FROM c WHERE status <> 'running' GROUP BY 1, 2, 3, 4
+        ), runtime_deltas AS (
+            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, bin, runs
+            FROM runtime_hourly
+            UNION ALL
+            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, bin, SUM(runs)
+            FROM runtime_hourly GROUP BY 2, 3, 4, 5
+        ), runtimes_changed AS (
+            INSERT INTO skill_run_runtimes AS b (span, period_start, skill_id, top_level, bin,
+                runs)
+            SELECT * FROM runtime_deltas WHERE runs <> 0 ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (span, period_start, skill_id, top_level, bin) DO UPDATE SET
+                runs = b.runs + EXCLUDED.runs
+            RETURNING id, runs
+        )
+        SELECT (SELECT array_agg(id) FROM changed WHERE runs <= 0),
+            (SELECT array_agg(id) FROM runtimes_changed WHERE runs <= 0)
+    $sql$, changes) INTO emptied, emptied_runtimes;
+    IF emptied IS NOT NULL THEN
+        DELETE FROM skill_run_stats WHERE id = ANY (emptied);
+    END IF;
+    IF emptied_runtimes IS NOT NULL THEN
+        DELETE FROM skill_run_runtimes WHERE id = ANY (emptied_runtimes);
+    END IF;
+    -- A run's model usage follows it when its bucket key (skill, start hour, top-level)
+    -- changes, and goes with it when it is deleted. Inserts have none yet.
+    IF TG_OP = 'INSERT' THEN
+        RETURN NULL;
+    ELSIF TG_OP = 'DELETE' THEN
+        moved := 'SELECT o.skill_id, o.started_at, o.parent_run_id, -1 AS delta, u.* '
+                 'FROM old_runs o JOIN skill_run_model_usage u ON u.run_id = o.id';
+    ELSE
+        moved := $q$SELECT o.skill_id, o.started_at, o.parent_run_id, -1 AS delta, u.*
+                 FROM old_runs o JOIN skill_run_model_usage u ON u.run_id = o.id
+                 WHERE {key_changed.format(other="new_runs", row="o")}
+                 UNION ALL
+                 SELECT n.skill_id, n.started_at, n.parent_run_id, 1, u.*
+                 FROM new_runs n JOIN skill_run_model_usage u ON u.run_id = n.id
+                 WHERE {key_changed.format(other="old_runs", row="n")}$q$;
+    END IF;
+    EXECUTE format($sql$
+        WITH c AS (%s),
+        hourly AS (
+            SELECT {self.hour("started_at")} AS hour, skill_id, (parent_run_id = '') AS top_level,
+                model, SUM(delta) AS runs, SUM(delta * steps) AS steps,
+                {", ".join(f"SUM(delta * {t}) AS {t}" for t in USAGE_TOKENS)}
+            FROM c GROUP BY 1, 2, 3, 4
+        ), deltas AS (
+            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, model, runs,
+                steps, {usage_cols}
+            FROM hourly
+            UNION ALL
+            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, model, SUM(runs),
+                SUM(steps), {", ".join(f"SUM({t})" for t in USAGE_TOKENS)}
+            FROM hourly GROUP BY 2, 3, 4, 5
+        ), changed AS (
+            {self._pg_usage_upsert("deltas")}
+        )
+        SELECT array_agg(id) FROM changed WHERE runs <= 0
+    $sql$, moved) INTO emptied_usage;
+    IF emptied_usage IS NOT NULL THEN
+        DELETE FROM skill_model_usage_stats WHERE id = ANY (emptied_usage);
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM skill_run_model_usage WHERE run_id IN (SELECT id FROM old_runs);
+    END IF;
+    RETURN NULL;
+END
+$body$
+"""
+        model = self.step_model("payload")
+        tokens = ", ".join(f"delta * {self.step_tokens('payload', t)} AS {t}" for t in USAGE_TOKENS)
+        logs_function = f"""
+CREATE FUNCTION skill_run_usage_apply() RETURNS trigger LANGUAGE plpgsql AS $body$
+DECLARE
+    changes text;
+    emptied_runs bigint[];
+    emptied bigint[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        changes := $q$SELECT run_id, payload, 1 AS delta FROM new_logs
+                   WHERE event_type = 'step'$q$;
+    ELSIF TG_OP = 'DELETE' THEN
+        changes := $q$SELECT run_id, payload, -1 AS delta FROM old_logs
+                   WHERE event_type = 'step'$q$;
+    ELSE
+        changes := $q$SELECT run_id, payload, 1 AS delta FROM new_logs
+                   WHERE event_type = 'step'
+                   UNION ALL SELECT run_id, payload, -1 FROM old_logs
+                   WHERE event_type = 'step'$q$;
+    END IF;
+    EXECUTE format($sql$
+        WITH c AS (
+            SELECT run_id, {model} AS model, delta, {tokens} FROM (%s) s
+        ), per_run AS (
+            SELECT c.run_id, c.model, SUM(c.delta) AS steps,
+                {", ".join(f"SUM(c.{t}) AS {t}" for t in USAGE_TOKENS)},
+                r.skill_id, r.started_at, (r.parent_run_id = '') AS top_level
+            FROM c JOIN skill_runs r ON r.id = c.run_id
+            GROUP BY c.run_id, c.model, r.skill_id, r.started_at, r.parent_run_id
+        ), upserted AS (
+            INSERT INTO skill_run_model_usage AS u (run_id, model, steps, {usage_cols})
+            SELECT run_id, model, steps, {usage_cols} FROM per_run
+            WHERE steps <> 0 OR {" OR ".join(f"{t} <> 0" for t in USAGE_TOKENS)}
+            ORDER BY run_id, model
+            ON CONFLICT (run_id, model) DO UPDATE SET steps = u.steps + EXCLUDED.steps,
+                {", ".join(f"{t} = u.{t} + EXCLUDED.{t}" for t in USAGE_TOKENS)}
+            RETURNING u.id, u.run_id, u.model, u.steps, (u.xmax = 0) AS created
+        ), counted AS (
+            -- a run starts using a model (+1 run) or stops (-1)
+            SELECT p.*, CASE WHEN up.created AND up.steps > 0 THEN 1
+                WHEN NOT up.created AND up.steps <= 0 THEN -1 ELSE 0 END AS runs
+            FROM per_run p JOIN upserted up ON up.run_id = p.run_id AND up.model = p.model
+        ), hourly AS (
+            SELECT {self.hour("started_at")} AS hour, skill_id, top_level, model,
+                SUM(runs) AS runs, SUM(steps) AS steps,
+                {", ".join(f"SUM({t}) AS {t}" for t in USAGE_TOKENS)}
+            FROM counted GROUP BY 1, 2, 3, 4
+        ), deltas AS (
+            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, model, runs,
+                steps, {usage_cols}
+            FROM hourly
+            UNION ALL
+            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, model, SUM(runs),
+                SUM(steps), {", ".join(f"SUM({t})" for t in USAGE_TOKENS)}
+            FROM hourly GROUP BY 2, 3, 4, 5
+        ), changed AS (
+            {self._pg_usage_upsert("deltas")}
+        )
+        SELECT (SELECT array_agg(id) FROM upserted WHERE steps <= 0),
+            (SELECT array_agg(id) FROM changed WHERE runs <= 0)
+    $sql$, changes) INTO emptied_runs, emptied;
+    IF emptied_runs IS NOT NULL THEN
+        DELETE FROM skill_run_model_usage WHERE id = ANY (emptied_runs);
+    END IF;
+    IF emptied IS NOT NULL THEN
+        DELETE FROM skill_model_usage_stats WHERE id = ANY (emptied);
+    END IF;
+    RETURN NULL;
+END
+$body$
+"""
+        statements = [runs_function, logs_function]
+        for table, function, transition in (
+            ("skill_runs", "skill_run_stats_apply", "runs"),
+            ("skill_run_logs", "skill_run_usage_apply", "logs"),
+        ):
+            name = "skill_run_stats" if table == "skill_runs" else "skill_run_usage"
+            statements += [
+                f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} "
+                f"REFERENCING NEW TABLE AS new_{transition} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+                f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} "
+                f"REFERENCING OLD TABLE AS old_{transition} NEW TABLE AS new_{transition} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+                f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} "
+                f"REFERENCING OLD TABLE AS old_{transition} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+            ]
+        return statements
+
+    def _pg_usage_upsert(self, source: str) -> str:
+        usage_cols = ", ".join(USAGE_TOKENS)
+        return f"""INSERT INTO skill_model_usage_stats AS b (span, period_start, skill_id,
+                top_level, model, runs, steps, {usage_cols})
+            SELECT * FROM {source}
+            WHERE runs <> 0 OR steps <> 0 OR {" OR ".join(f"{t} <> 0" for t in USAGE_TOKENS)}
+            ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (span, period_start, skill_id, top_level, model) DO UPDATE SET
+                runs = b.runs + EXCLUDED.runs, steps = b.steps + EXCLUDED.steps,
+                {", ".join(f"{t} = b.{t} + EXCLUDED.{t}" for t in USAGE_TOKENS)}
+            RETURNING id, runs"""
+
+    SQLITE_TRIGGER_NAMES = (
+        "skill_run_stats_insert",
+        "skill_run_stats_update",
+        "skill_run_stats_delete",
+        "skill_run_stats_usage_move",
+        "skill_run_usage_insert",
+        "skill_run_usage_update",
+        "skill_run_usage_delete",
+    )
+
+    def _sqlite_run_add(self, row: str, sign: int) -> str:
+        """Statements adding (sign 1) or removing (-1) the run ``row`` in its buckets."""
+        top = f"({row}.parent_run_id = '')"
+        statements = []
+        for span, period in (
+            ("hour", self.hour(f"{row}.started_at")),
+            ("day", self.day_of_hour(f"{row}.started_at")),
+        ):
+            if sign > 0:
+                statements.append(
+                    "INSERT INTO skill_run_stats (span, period_start, skill_id, top_level, "
+                    f"status, runs, {', '.join(RUN_TOKENS)}) VALUES ('{span}', {period}, "
+                    f"{row}.skill_id, {top}, {row}.status, 1, "
+                    + ", ".join(f"{row}.total_{t}" for t in RUN_TOKENS)
+                    + ") ON CONFLICT (span, period_start, skill_id, top_level, status) DO "
+                    "UPDATE SET runs = runs + 1, "
+                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in RUN_TOKENS)
+                    + ";"
+                )
+                statements.append(
+                    "INSERT INTO skill_run_runtimes (span, period_start, skill_id, top_level, "
+                    f"bin, runs) SELECT '{span}', {period}, {row}.skill_id, {top}, "
+                    f"{self.runtime_bin(f'{row}.runtime_seconds')}, 1 "
+                    f"WHERE {row}.status <> 'running' "
+                    "ON CONFLICT (span, period_start, skill_id, top_level, bin) DO UPDATE SET "
+                    "runs = runs + 1;"
+                )
+            else:
+                key = (
+                    f"span = '{span}' AND period_start = {period} AND skill_id = "
+                    f"{row}.skill_id AND top_level = {top}"
+                )
+                statements.append(
+                    "UPDATE skill_run_stats SET runs = runs - 1, "
+                    + ", ".join(f"{t} = {t} - {row}.total_{t}" for t in RUN_TOKENS)
+                    + f" WHERE {key} AND status = {row}.status;"
+                )
+                statements.append(
+                    f"DELETE FROM skill_run_stats WHERE {key} AND status = {row}.status "
+                    "AND runs <= 0;"
+                )
+                bin_key = f"{key} AND bin = {self.runtime_bin(f'{row}.runtime_seconds')}"
+                statements.append(
+                    f"UPDATE skill_run_runtimes SET runs = runs - 1 WHERE {bin_key} "
+                    f"AND {row}.status <> 'running';"
+                )
+                statements.append(f"DELETE FROM skill_run_runtimes WHERE {bin_key} AND runs <= 0;")
+        return " ".join(statements)
+
+    def _sqlite_usage_move(self, row: str, sign: int) -> str:
+        """Statements adding (1) or removing (-1) the run ``row``'s model usage in the
+        buckets of its key (skill, start hour, top-level)."""
+        top = f"({row}.parent_run_id = '')"
+        usage_cols = ", ".join(USAGE_TOKENS)
+        table = "skill_model_usage_stats"  # SQLite triggers allow no alias in UPDATE
+        statements = []
+        for span, period in (
+            ("hour", self.hour(f"{row}.started_at")),
+            ("day", self.day_of_hour(f"{row}.started_at")),
+        ):
+            if sign > 0:
+                statements.append(
+                    "INSERT INTO skill_model_usage_stats (span, period_start, skill_id, "
+                    f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', {period}, "
+                    f"{row}.skill_id, {top}, u.model, 1, u.steps, "
+                    + ", ".join(f"u.{t}" for t in USAGE_TOKENS)
+                    + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id "
+                    "ON CONFLICT (span, period_start, skill_id, top_level, model) DO UPDATE SET "
+                    "runs = runs + 1, steps = steps + excluded.steps, "
+                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
+                    + ";"
+                )
+            else:
+                key = (
+                    f"{table}.span = '{span}' AND {table}.period_start = {period} "
+                    f"AND {table}.skill_id = {row}.skill_id AND {table}.top_level = {top}"
+                )
+                statements.append(
+                    f"UPDATE {table} SET runs = {table}.runs - 1, "
+                    f"steps = {table}.steps - u.steps, "
+                    + ", ".join(f"{t} = {table}.{t} - u.{t}" for t in USAGE_TOKENS)
+                    + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id AND {key} "
+                    f"AND {table}.model = u.model;"
+                )
+                statements.append(f"DELETE FROM skill_model_usage_stats WHERE {key} AND runs <= 0;")
+        return " ".join(statements)
+
+    def _sqlite_step(self, row: str, sign: int) -> str:
+        """Statements adding (1) or removing (-1) the step event ``row`` in its run's
+        usage and in the usage buckets (only when the run exists)."""
+        model = self.step_model(f"{row}.payload")
+        tokens = {t: self.step_tokens(f"{row}.payload", t) for t in USAGE_TOKENS}
+        table = "skill_model_usage_stats"  # SQLite triggers allow no alias in UPDATE
+        usage_cols = ", ".join(USAGE_TOKENS)
+        statements = []
+        run_exists = f"EXISTS (SELECT 1 FROM skill_runs r WHERE r.id = {row}.run_id)"
+        is_step = f"{row}.event_type = 'step'"
+        if sign > 0:
+            # the bucket first: +1 run when the run had no step of this model yet
+            for span, period in (
+                ("hour", self.hour("r.started_at")),
+                ("day", self.day_of_hour("r.started_at")),
+            ):
+                statements.append(
+                    "INSERT INTO skill_model_usage_stats (span, period_start, skill_id, "
+                    f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', {period}, "
+                    f"r.skill_id, (r.parent_run_id = ''), {model}, "
+                    "CASE WHEN EXISTS (SELECT 1 FROM skill_run_model_usage u "
+                    f"WHERE u.run_id = {row}.run_id AND u.model = {model}) THEN 0 ELSE 1 END, 1, "
+                    + ", ".join(tokens.values())
+                    + f" FROM skill_runs r WHERE r.id = {row}.run_id AND {is_step} "
+                    "ON CONFLICT (span, period_start, skill_id, top_level, model) DO UPDATE SET "
+                    "runs = runs + excluded.runs, steps = steps + 1, "
+                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
+                    + ";"
+                )
+            statements.append(
+                f"INSERT INTO skill_run_model_usage (run_id, model, steps, {usage_cols}) "
+                f"SELECT {row}.run_id, {model}, 1, "
+                + ", ".join(tokens.values())
+                + f" WHERE {is_step} AND {run_exists} "
+                "ON CONFLICT (run_id, model) DO UPDATE SET steps = steps + 1, "
+                + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
+                + ";"
+            )
+            return " ".join(statements)
+        statements.append(
+            "UPDATE skill_run_model_usage SET steps = steps - 1, "
+            + ", ".join(f"{t} = {t} - {tokens[t]}" for t in USAGE_TOKENS)
+            + f" WHERE run_id = {row}.run_id AND model = {model} AND {is_step};"
+        )
+        for span, period in (
+            ("hour", self.hour("r.started_at")),
+            ("day", self.day_of_hour("r.started_at")),
+        ):
+            statements.append(
+                f"UPDATE {table} SET "
+                f"runs = {table}.runs - (CASE WHEN u.steps <= 0 THEN 1 ELSE 0 END), "
+                f"steps = {table}.steps - 1, "
+                + ", ".join(f"{t} = {table}.{t} - {tokens[t]}" for t in USAGE_TOKENS)
+                + f" FROM skill_runs r JOIN skill_run_model_usage u ON u.run_id = r.id "
+                f"WHERE r.id = {row}.run_id AND u.model = {model} AND {is_step} "
+                f"AND {table}.span = '{span}' AND {table}.period_start = {period} "
+                f"AND {table}.skill_id = r.skill_id AND {table}.top_level = (r.parent_run_id = '') "
+                f"AND {table}.model = u.model;"
+            )
+            statements.append(
+                "DELETE FROM skill_model_usage_stats WHERE runs <= 0 AND model = "
+                f"{model} AND span = '{span}' AND (period_start, skill_id, top_level) IN "
+                f"(SELECT {period}, r.skill_id, (r.parent_run_id = '') FROM skill_runs r "
+                f"WHERE r.id = {row}.run_id);"
+            )
+        statements.append(
+            f"DELETE FROM skill_run_model_usage WHERE run_id = {row}.run_id AND model = "
+            f"{model} AND steps <= 0;"
+        )
+        return " ".join(statements)
+
+    def _sqlite_install(self) -> list[str]:
+        changed = " OR ".join(
+            f"OLD.{c} IS NOT NEW.{c}"
+            for c in (
+                "skill_id",
+                "status",
+                "started_at",
+                "parent_run_id",
+                "runtime_seconds",
+                *(f"total_{t}" for t in RUN_TOKENS),
+            )
+        )
+        columns = "skill_id, status, started_at, parent_run_id, runtime_seconds, " + ", ".join(
+            f"total_{t}" for t in RUN_TOKENS
+        )
+        key_changed = (
+            "OLD.skill_id IS NOT NEW.skill_id OR OLD.started_at IS NOT NEW.started_at "
+            "OR (OLD.parent_run_id = '') IS NOT (NEW.parent_run_id = '')"
+        )
+        return [
+            "CREATE TRIGGER skill_run_stats_insert AFTER INSERT ON skill_runs "
+            f"BEGIN {self._sqlite_run_add('NEW', 1)} END",
+            f"CREATE TRIGGER skill_run_stats_update AFTER UPDATE OF {columns} ON skill_runs "
+            f"WHEN {changed} BEGIN {self._sqlite_run_add('OLD', -1)} "
+            f"{self._sqlite_run_add('NEW', 1)} END",
+            "CREATE TRIGGER skill_run_stats_usage_move AFTER UPDATE OF skill_id, started_at, "
+            f"parent_run_id ON skill_runs WHEN {key_changed} BEGIN "
+            f"{self._sqlite_usage_move('OLD', -1)} {self._sqlite_usage_move('NEW', 1)} END",
+            "CREATE TRIGGER skill_run_stats_delete AFTER DELETE ON skill_runs BEGIN "
+            f"{self._sqlite_run_add('OLD', -1)} {self._sqlite_usage_move('OLD', -1)} "
+            "DELETE FROM skill_run_model_usage WHERE run_id = OLD.id; END",
+            "CREATE TRIGGER skill_run_usage_insert AFTER INSERT ON skill_run_logs "
+            f"WHEN NEW.event_type = 'step' BEGIN {self._sqlite_step('NEW', 1)} END",
+            "CREATE TRIGGER skill_run_usage_delete AFTER DELETE ON skill_run_logs "
+            f"WHEN OLD.event_type = 'step' BEGIN {self._sqlite_step('OLD', -1)} END",
+            "CREATE TRIGGER skill_run_usage_update AFTER UPDATE OF run_id, event_type, payload "
+            "ON skill_run_logs WHEN OLD.event_type = 'step' OR NEW.event_type = 'step' BEGIN "
+            f"{self._sqlite_step('OLD', -1)} {self._sqlite_step('NEW', 1)} END",
+        ]
+
+
 class ModelPriceManager(models.Manager):
     """The model price table: read whole for pricing, written by load_prices and the admin."""
 
@@ -2087,3 +2725,142 @@ def _same(stored, given) -> bool:
     if stored is None or given is None:
         return stored is given
     return stored == given
+
+
+class SkillRunStatManager(models.Manager):
+    """Reads of the stats buckets (skill_run_stats, skill_run_runtimes,
+    skill_model_usage_stats), and the exact path over skill_runs for the filters the
+    buckets cannot answer.
+
+    The buckets are keyed by skill, start hour or day and top-level, so they answer the
+    window, ``skill`` and ``include_nested``; ``caller``, ``channel`` and ``status`` are
+    not in their key (a key per caller and channel would multiply the rows by the callers,
+    and a runtime histogram per status by the statuses). With any of those, the same
+    numbers are aggregated from skill_runs over the window (the index on the filter's
+    column, then the rows): exact, but it reads the window's matching runs.
+    """
+
+    def _sql(self) -> StatsSql:
+        return StatsSql(connections[self.db].vendor)
+
+    def _period(self, span: str, column: str) -> str:
+        sql = self._sql()
+        if span == "hour":
+            return sql.hour(column)
+        return sql.day_of_hour(column)
+
+    def bucket_rows(
+        self,
+        span: str,
+        since: datetime,
+        until: datetime,
+        *,
+        skill_id: str = "",
+        caller_id: str = "",
+        channel_id: str = "",
+        statuses: Sequence[str] = (),
+        top_level_only: bool = True,
+    ) -> tuple[list[tuple], list[tuple], list[tuple]]:
+        """The window's numbers, per (period, skill):
+
+        - runs: (period, skill, status, runs, input, output, thinking tokens)
+        - runtimes: (period, skill, bin, runs)
+        - usage: (period, skill, model, runs, steps, input, output, cached input, thinking)
+
+        ``since`` and ``until`` must be whole ``span``s (the caller rounds them).
+        """
+        connection = connections[self.db]
+        exact = bool(caller_id or channel_id or statuses)
+        adapt = connection.ops.adapt_datetimefield_value
+        if exact:
+            where = ["r.started_at >= %s", "r.started_at < %s"]
+            params: list = [adapt(since), adapt(until)]
+            for column, value in (
+                ("skill_id", skill_id),
+                ("caller_id", caller_id),
+                ("channel_id", channel_id),
+            ):
+                if value:
+                    where.append(f"r.{column} = %s")
+                    params.append(value)
+            if statuses:
+                where.append(f"r.status IN ({', '.join(['%s'] * len(statuses))})")
+                params.extend(statuses)
+            if top_level_only:
+                where.append("r.parent_run_id = ''")
+            condition = " AND ".join(where)
+            period = self._period(span, "r.started_at")
+            runs_sql = (
+                f"SELECT {period}, r.skill_id, r.status, COUNT(*), "
+                + ", ".join(f"SUM(r.total_{t})" for t in RUN_TOKENS)
+                + f" FROM skill_runs r WHERE {condition} GROUP BY 1, 2, 3"
+            )
+            runtime_sql = (
+                f"SELECT {period}, r.skill_id, "
+                f"{self._sql().runtime_bin('r.runtime_seconds')}, COUNT(*) FROM skill_runs r "
+                f"WHERE {condition} AND r.status <> 'running' GROUP BY 1, 2, 3"
+            )
+            usage_sql = (
+                f"SELECT {period}, r.skill_id, u.model, COUNT(*), SUM(u.steps), "
+                + ", ".join(f"SUM(u.{t})" for t in USAGE_TOKENS)
+                + " FROM skill_runs r JOIN skill_run_model_usage u ON u.run_id = r.id "
+                f"WHERE {condition} GROUP BY 1, 2, 3"
+            )
+        else:
+            where = ["span = %s", "period_start >= %s", "period_start < %s"]
+            params = [span, adapt(since), adapt(until)]
+            if skill_id:
+                where.append("skill_id = %s")
+                params.append(skill_id)
+            if top_level_only:
+                where.append("top_level = %s")
+                params.append(True)
+            condition = " AND ".join(where)
+            runs_sql = (
+                "SELECT period_start, skill_id, status, SUM(runs), "
+                + ", ".join(f"SUM({t})" for t in RUN_TOKENS)
+                + f" FROM skill_run_stats WHERE {condition} GROUP BY 1, 2, 3"
+            )
+            runtime_sql = (
+                "SELECT period_start, skill_id, bin, SUM(runs) FROM skill_run_runtimes "
+                f"WHERE {condition} GROUP BY 1, 2, 3"
+            )
+            usage_sql = (
+                "SELECT period_start, skill_id, model, SUM(runs), SUM(steps), "
+                + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
+                + f" FROM skill_model_usage_stats WHERE {condition} GROUP BY 1, 2, 3"
+            )
+        results = []
+        with connection.cursor() as cursor:
+            for sql in (runs_sql, runtime_sql, usage_sql):
+                cursor.execute(sql, params)
+                results.append([(_as_utc(row[0]), *row[1:]) for row in cursor.fetchall()])
+        return results[0], results[1], results[2]
+
+    def rebuild(self) -> int:
+        """Recount the four stats tables from skill_runs and skill_run_logs; returns the
+        number of skill_run_stats rows. Only needed after writes made with triggers off.
+        Writers wait meanwhile: on PostgreSQL both tables are locked against writes."""
+        connection = connections[self.db]
+        sql = self._sql()
+        with transaction.atomic(using=self.db), connection.cursor() as cursor:
+            if sql.pg:
+                cursor.execute("SET LOCAL statement_timeout = 0")
+                cursor.execute("LOCK TABLE skill_runs, skill_run_logs IN SHARE MODE")
+            for statement in sql.recount():
+                cursor.execute(statement)
+            cursor.execute("SELECT COUNT(*) FROM skill_run_stats")
+            return int(cursor.fetchone()[0])
+
+
+class RunModelUsageManager(models.Manager):
+    """Reads of skill_run_model_usage, each run's step usage by model (kept by triggers)."""
+
+    def for_runs(self, run_ids: Sequence[str]) -> list[tuple]:
+        """(run_id, model, steps, input, output, cached input, thinking tokens) of these
+        runs: one probe of the (run_id, model) key per run."""
+        return list(
+            self.filter(run_id__in=list(run_ids)).values_list(
+                "run_id", "model", "steps", *USAGE_TOKENS
+            )
+        )

@@ -8,9 +8,11 @@ from . import contract, costs, lookups  # noqa: F401  (registers CharField __is_
 from .managers import (
     ModelPriceManager,
     OtlpTraceManager,
+    RunModelUsageManager,
     SkillRunCountManager,
     SkillRunLogManager,
     SkillRunManager,
+    SkillRunStatManager,
 )
 
 
@@ -291,3 +293,128 @@ class ModelPrice(models.Model):
             self.as_price().check()
         except costs.PriceError as problem:
             raise ValidationError(str(problem)) from problem
+
+
+class SkillRunStat(models.Model):
+    """Runs of a skill with a status started in an hour or a day (UTC), top-level or nested,
+    with the sums of their token totals: what /stats/ and GET /api/stats/ read.
+
+    Written only by the triggers of migration 0012, in the writing transaction, whoever
+    writes (see SkillRunCount for the same pattern). A 30-day series reads ~30 day rows per
+    skill and status, not the window's runs. ``SkillRunStat.objects.rebuild()`` recounts
+    this table and the three below after writes made with triggers off.
+    """
+
+    span = models.CharField(max_length=4, choices=SkillRunCount.Span.choices)
+    period_start = models.DateTimeField()
+    skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)
+    top_level = models.BooleanField()
+    status = models.CharField(max_length=contract.STATUS_MAX_LENGTH)
+    runs = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    thinking_tokens = models.BigIntegerField()
+
+    objects = SkillRunStatManager()
+
+    class Meta:
+        db_table = "skill_run_stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "period_start", "skill_id", "top_level", "status"],
+                name="run_stats_bucket",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.status}"
+
+
+class SkillRunRuntime(models.Model):
+    """A runtime histogram: finished runs (status other than running) of a skill started in
+    an hour or a day, by log-scale bin of runtime_seconds.
+
+    Bin b holds runtimes in [1.1**b, 1.1**(b+1)) seconds (runtimes_bin()), bin
+    ZERO_RUNTIME_BIN the runtimes of 0 or less; a percentile read as the bin's geometric
+    midpoint is within sqrt(1.1) - 1 = 4.9% of the exact value (tests/test_stats_buckets.py).
+    Kept by migration 0012's triggers, like SkillRunStat.
+    """
+
+    span = models.CharField(max_length=4, choices=SkillRunCount.Span.choices)
+    period_start = models.DateTimeField()
+    skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)
+    top_level = models.BooleanField()
+    bin = models.IntegerField()
+    runs = models.BigIntegerField()
+
+    class Meta:
+        db_table = "skill_run_runtimes"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "period_start", "skill_id", "top_level", "bin"],
+                name="run_runtimes_bucket",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} bin {self.bin}"
+
+
+class RunModelUsage(models.Model):
+    """A run's token usage by model: the sums over its ``step`` events naming that model
+    (the step payload's ``model``; "" when it names none), for its cost.
+
+    Kept by migration 0012's triggers on skill_run_logs (step events only), whoever writes.
+    A plain run_id, like parent_run_id: the row goes with the run's last step or the run.
+    """
+
+    run_id = models.CharField(max_length=contract.ID_MAX_LENGTH)
+    model = models.CharField(max_length=255)
+    steps = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cached_input_tokens = models.BigIntegerField()
+    thinking_tokens = models.BigIntegerField()
+
+    objects = RunModelUsageManager()
+
+    class Meta:
+        db_table = "skill_run_model_usage"
+        constraints = [
+            models.UniqueConstraint(fields=["run_id", "model"], name="run_model_usage_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id} {self.model or '(no model)'}"
+
+
+class ModelUsageStat(models.Model):
+    """Token usage by model of the runs of a skill started in an hour or a day: the sums of
+    RunModelUsage over those runs, and ``runs``, how many of them used the model. /stats/
+    prices cost per day and per skill from these rows (at read time: a price edit applies
+    at once). Kept by migration 0012's triggers.
+    """
+
+    span = models.CharField(max_length=4, choices=SkillRunCount.Span.choices)
+    period_start = models.DateTimeField()
+    skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH)
+    top_level = models.BooleanField()
+    model = models.CharField(max_length=255)
+    runs = models.BigIntegerField()
+    steps = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cached_input_tokens = models.BigIntegerField()
+    thinking_tokens = models.BigIntegerField()
+
+    class Meta:
+        db_table = "skill_model_usage_stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "period_start", "skill_id", "top_level", "model"],
+                name="model_usage_stats_bucket",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.model}"

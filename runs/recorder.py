@@ -150,9 +150,18 @@ class RunRecorder:
         input_tokens: int = 0,
         output_tokens: int = 0,
         thinking_tokens: int = 0,
+        model: str = "",
+        cached_input_tokens: int = 0,
         **content: Any,
     ) -> None:
-        """A model completion; its token usage is added to the run's totals."""
+        """A model completion; its token usage is added to the run's totals.
+
+        ``model`` (the model that answered, e.g. "gpt-4o-2024-08-06") prices the step: the
+        stats and cost read it from the payload's ``model``; a step without one is counted
+        as unpriced. ``cached_input_tokens``: the part of input_tokens read from the
+        provider's prompt cache (priced at the cached-input price); it stays inside
+        input_tokens in the run's totals.
+        """
         with self._lock:
             self.input_tokens += input_tokens
             self.output_tokens += output_tokens
@@ -162,6 +171,10 @@ class RunRecorder:
             "output_tokens": output_tokens,
             "thinking_tokens": thinking_tokens,
         }
+        if cached_input_tokens:
+            usage["cached_input_tokens"] = cached_input_tokens
+        if model:
+            content = {"model": model, **content}
         self._event(contract.EVENT_STEP, {**content, "usage": usage})
 
     def tool_call(self, tool: str, arguments: Any = None, call_id: str = "") -> None:

@@ -7,8 +7,9 @@ renders anything or knows about HTTP.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from django.db.models import Count, Q, TextField
@@ -16,7 +17,8 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Length, Substr
 
 from . import contract, search
-from .models import SkillRun, SkillRunLog
+from .managers import RUNTIME_BIN_LIMIT, RUNTIME_BIN_RATIO, ZERO_RUNTIME_BIN
+from .models import RunModelUsage, SkillRun, SkillRunLog, SkillRunStat
 
 TREE_NODE_CAP = 2000
 TREE_DEPTH_CAP = 64
@@ -439,3 +441,239 @@ def step_token_totals(run_id: str) -> tuple[int, int, int]:
 def last_sequence(run_id: str) -> int:
     found = SkillRunLog.objects.for_run(run_id).order_by("-sequence").values_list("sequence")[:1]
     return found[0][0] if found else 0
+
+
+# --- trends and cost: the stats series ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """A window of whole buckets and the list's filters (filters.StatsParameters builds
+    it). ``until`` is exclusive."""
+
+    since: datetime
+    until: datetime
+    bucket: str  # "hour" | "day"
+    skill_id: str = ""
+    caller_id: str = ""
+    channel_id: str = ""
+    statuses: tuple[str, ...] = ()
+    top_level_only: bool = True
+
+    @property
+    def exact_path(self) -> bool:
+        """True when the numbers are aggregated from skill_runs (caller, channel or status
+        set: the buckets are not keyed by them), not read from the buckets."""
+        return bool(self.caller_id or self.channel_id or self.statuses)
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(hours=1) if self.bucket == "hour" else timedelta(days=1)
+
+    def starts(self) -> list[datetime]:
+        starts, moment = [], self.since
+        while moment < self.until:
+            starts.append(moment)
+            moment += self.step
+        return starts
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """Token usage of step events naming one model ("" = naming none: unpriced). ``runs``:
+    how many runs had such steps (1 for a run's own row)."""
+
+    model: str
+    runs: int
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    thinking_tokens: int
+
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        return ModelUsage(
+            self.model,
+            self.runs + other.runs,
+            self.steps + other.steps,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.thinking_tokens + other.thinking_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class StatsPoint:
+    """One bucket (or the whole window, for totals and per skill)."""
+
+    start: datetime
+    runs: dict[str, int]
+    total_runs: int
+    failed_runs: int
+    runtime_p50: float | None
+    runtime_p95: float | None
+    input_tokens: int
+    output_tokens: int
+    thinking_tokens: int
+    usage: tuple[ModelUsage, ...]
+
+
+@dataclass(frozen=True)
+class SkillStats(StatsPoint):
+    """A skill over the window; ``usage_by_bucket`` prices each bucket at its own start."""
+
+    skill_id: str = ""
+    usage_by_bucket: tuple[tuple[datetime, tuple[ModelUsage, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class StatsSeries:
+    query: StatsQuery
+    points: list[StatsPoint]
+    skills: list[SkillStats]
+    totals: StatsPoint
+
+
+def runtime_bin_value(bin_number: int) -> float:
+    """The runtime a histogram bin stands for: its geometric midpoint (0 for the zero bin),
+    within 4.9% of every runtime in the bin."""
+    if bin_number == ZERO_RUNTIME_BIN:
+        return 0.0
+    return RUNTIME_BIN_RATIO ** (bin_number + 0.5)
+
+
+def runtime_bin_of(seconds: float) -> int:
+    """The bin of a runtime, as the triggers compute it (for tests and checks)."""
+    if not seconds > 0:
+        return ZERO_RUNTIME_BIN
+    if math.isinf(seconds):
+        return RUNTIME_BIN_LIMIT
+    b = math.floor(math.log(seconds) / math.log(RUNTIME_BIN_RATIO))
+    return max(min(b, RUNTIME_BIN_LIMIT), -RUNTIME_BIN_LIMIT)
+
+
+def histogram_percentile(histogram: dict[int, int], fraction: float) -> float | None:
+    """The nearest-rank percentile (the value at rank ceil(fraction * n), 1-based) read
+    from a runtime histogram {bin: runs}: the geometric midpoint of the bin holding that
+    rank, so within 4.9% of the exact nearest-rank percentile. None when empty."""
+    total = sum(histogram.values())
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for bin_number in sorted(histogram):
+        seen += histogram[bin_number]
+        if seen >= rank:
+            return runtime_bin_value(bin_number)
+    return runtime_bin_value(max(histogram))
+
+
+class _Accumulator:
+    def __init__(self):
+        self.runs: dict[str, int] = {}
+        self.tokens = [0, 0, 0]
+        self.histogram: dict[int, int] = {}
+        self.usage: dict[str, ModelUsage] = {}
+
+    def add_runs(self, status, n, tokens):
+        self.runs[status] = self.runs.get(status, 0) + n
+        for i, value in enumerate(tokens):
+            self.tokens[i] += value
+
+    def add_runtime(self, bin_number, n):
+        self.histogram[bin_number] = self.histogram.get(bin_number, 0) + n
+
+    def add_usage(self, usage: ModelUsage):
+        known = self.usage.get(usage.model)
+        self.usage[usage.model] = usage if known is None else known + usage
+
+    def point(self, start: datetime, cls=StatsPoint, **extra) -> StatsPoint:
+        runs = {status: n for status, n in sorted(self.runs.items()) if n > 0}
+        return cls(
+            start=start,
+            runs=runs,
+            total_runs=sum(runs.values()),
+            failed_runs=sum(n for s, n in runs.items() if s in contract.FAILED_STATUSES),
+            runtime_p50=histogram_percentile(self.histogram, 0.5),
+            runtime_p95=histogram_percentile(self.histogram, 0.95),
+            input_tokens=self.tokens[0],
+            output_tokens=self.tokens[1],
+            thinking_tokens=self.tokens[2],
+            usage=tuple(self.usage[m] for m in sorted(self.usage)),
+            **extra,
+        )
+
+
+def stats_series(query: StatsQuery) -> StatsSeries:
+    """The window's series (one point per bucket, empty ones included), its skills (most
+    runs first) and totals: three grouped reads of the buckets (or, with caller, channel
+    or status, of skill_runs: see SkillRunStatManager), folded here.
+
+    Percentiles per point and per skill come from the runtime histograms summed over the
+    point's (or skill's) rows, so they are within 4.9% of the exact nearest-rank value.
+    """
+    runs, runtimes, usage = SkillRunStat.objects.bucket_rows(
+        query.bucket,
+        query.since,
+        query.until,
+        skill_id=query.skill_id,
+        caller_id=query.caller_id,
+        channel_id=query.channel_id,
+        statuses=query.statuses,
+        top_level_only=query.top_level_only,
+    )
+    starts = query.starts()
+    points = {start: _Accumulator() for start in starts}
+    skills: dict[str, _Accumulator] = {}
+    skill_buckets: dict[str, dict[datetime, dict[str, ModelUsage]]] = {}
+    totals = _Accumulator()
+    for start, skill_id, status, n, *tokens in runs:
+        n, tokens = int(n), [int(t or 0) for t in tokens]
+        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
+            acc.add_runs(status, n, tokens)
+    for start, skill_id, bin_number, n in runtimes:
+        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
+            acc.add_runtime(int(bin_number), int(n))
+    for start, skill_id, model, *numbers in usage:
+        row = ModelUsage(model, *(int(x or 0) for x in numbers))
+        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
+            acc.add_usage(row)
+        per_bucket = skill_buckets.setdefault(skill_id, {}).setdefault(start, {})
+        known = per_bucket.get(model)
+        per_bucket[model] = row if known is None else known + row
+    skill_rows = [
+        acc.point(
+            query.since,
+            cls=SkillStats,
+            skill_id=skill_id,
+            usage_by_bucket=tuple(
+                (start, tuple(models[m] for m in sorted(models)))
+                for start, models in sorted(skill_buckets.get(skill_id, {}).items())
+            ),
+        )
+        for skill_id, acc in skills.items()
+    ]
+    skill_rows.sort(key=lambda s: (-s.total_runs, s.skill_id))
+    return StatsSeries(
+        query=query,
+        points=[points[start].point(start) for start in sorted(points)],
+        skills=skill_rows,
+        totals=totals.point(query.since),
+    )
+
+
+def _skill(skills: dict[str, _Accumulator], skill_id: str) -> _Accumulator:
+    acc = skills.get(skill_id)
+    if acc is None:
+        acc = skills[skill_id] = _Accumulator()
+    return acc
+
+
+def usage_by_run(run_ids) -> dict[str, tuple[ModelUsage, ...]]:
+    """Each run's step usage by model (runs without step events are absent): one indexed
+    read of skill_run_model_usage. For the list's cost column, the run page and tree sums."""
+    found: dict[str, list[ModelUsage]] = {}
+    for run_id, model, steps, *tokens in RunModelUsage.objects.for_runs(list(run_ids)):
+        found.setdefault(run_id, []).append(ModelUsage(model, 1, int(steps), *map(int, tokens)))
+    return {run_id: tuple(sorted(rows, key=lambda u: u.model)) for run_id, rows in found.items()}
