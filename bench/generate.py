@@ -9,6 +9,13 @@ are then bulk-loaded, not created through the ORM: PostgreSQL takes them through
 tables truncated in the same transaction, with the secondary indexes and constraints dropped
 and rebuilt afterwards), SQLite through executemany in big transactions with the journal off.
 
+The triggers on skill_runs and skill_run_logs (run counts, failure roll-ups, the SQLite
+search index, and every derived table added since) are off while the rows load -- fired row
+by row with the indexes dropped they made a 1M-run load crawl -- and the tables they keep are
+then recounted whole by runs.managers.rebuild_derived(), the project's own rebuilds, before
+the triggers are back. ``--with-triggers`` loads with every trigger firing and every index in
+place instead: slow, the reference the recount is tested against (tests/test_generate.py).
+
 The history is runs.services.history.History (the project's one generator), deterministic
 for a seed and an end time; this script is its fast loading path.
 """
@@ -115,20 +122,40 @@ class Progress:
 CHUNK = 5000
 
 
-ROLLUP_TRIGGERS = (
-    ("skill_runs", "skill_run_failed_descendants_insert"),
-    ("skill_run_logs", "skill_run_failed_tools_insert"),
-)
+LOADED_TABLES = ("skill_runs", "skill_run_logs")
 
 
-def rollups():
-    """Migration 0010's module: its backfill() counts the failure roll-ups from scratch."""
-    import importlib
+def django_for(database_url: str):
+    """Django set up on this database (once per process: the generator loads one)."""
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skillaudit_site.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-generate")
+    import django
 
-    return importlib.import_module("runs.migrations.0010_failure_rollups")
+    django.setup()
 
 
-def load_postgresql(url: str, history: History, replace: bool, runs_migration=None) -> dict:
+def rebuild_derived_then(database_url: str, finish) -> dict[str, float]:
+    """runs.managers.rebuild_derived() and then ``finish(cursor)`` (the triggers back on),
+    in one transaction of Django's own connection: the triggers never come back over
+    derived tables that were not recounted. Returns the seconds of each recount."""
+    django_for(database_url)
+    from django.db import connection, transaction
+
+    from runs.managers import rebuild_derived
+
+    with transaction.atomic():
+        # Every index was just built: the PostgreSQL search index needs no REINDEX.
+        took = rebuild_derived(reindex=False)
+        with connection.cursor() as cursor:
+            finish(cursor)
+    connection.close()
+    return took
+
+
+def load_postgresql(
+    url: str, history: History, replace: bool, runs_migration=None, with_triggers=False
+) -> dict:
     import psycopg
 
     create_database(url)
@@ -147,19 +174,25 @@ def load_postgresql(url: str, history: History, replace: bool, runs_migration=No
                 raise SystemExit("skill_runs is not empty: pass --replace to overwrite it")
             cur.execute("SET maintenance_work_mem = '1GB'")
             cur.execute("SET max_parallel_maintenance_workers = 2")
-            rebuild = drop_postgresql_indexes(cur)
-            # Truncated in this transaction, so COPY FREEZE writes rows already all-visible.
-            # TRUNCATE fires no trigger: the run counts are emptied with the runs, and the
-            # COPY's insert trigger counts the new runs (migration 0006).
-            cur.execute("TRUNCATE skill_run_logs, skill_runs, skill_run_counts")
-            # The failure roll-ups (migration 0010) are counted once, after the indexes are
-            # back: their triggers would walk call trees with no index to walk.
-            for table, trigger in ROLLUP_TRIGGERS:
-                cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+            cur.execute("SET statement_timeout = 0")
+            if with_triggers:
+                # The reference load: the triggers see every row go and come.
+                rebuild, triggers = [], []
+                cur.execute("DELETE FROM skill_run_logs")
+                cur.execute("DELETE FROM skill_runs")
+            else:
+                rebuild = drop_postgresql_indexes(cur)
+                triggers = disable_postgresql_triggers(cur)
+                # Truncated in this transaction, so COPY FREEZE writes rows already
+                # all-visible. TRUNCATE fires no trigger; the derived tables are recounted
+                # after the load (the run counts are emptied here: less to delete then).
+                cur.execute("TRUNCATE skill_run_logs, skill_runs, skill_run_counts")
             began = time.perf_counter()
+            # FREEZE needs the table truncated in this transaction.
+            freeze = "" if with_triggers else "WITH (FREEZE)"
             progress = Progress("runs", history.total_runs)
             columns = ", ".join(RUN_COLUMNS)
-            with cur.copy(f"COPY skill_runs ({columns}) FROM STDIN WITH (FREEZE)") as copy:
+            with cur.copy(f"COPY skill_runs ({columns}) FROM STDIN {freeze}") as copy:
                 lines = []
                 for row in history.runs():
                     (
@@ -197,7 +230,7 @@ def load_postgresql(url: str, history: History, replace: bool, runs_migration=No
             began = time.perf_counter()
             progress = Progress("events", history.total_events)
             columns = ", ".join(LOG_COLUMNS)
-            with cur.copy(f"COPY skill_run_logs ({columns}) FROM STDIN WITH (FREEZE)") as copy:
+            with cur.copy(f"COPY skill_run_logs ({columns}) FROM STDIN {freeze}") as copy:
                 lines = []
                 for log_id, run_id, sequence, kind, payload, created in history.events():
                     lines.append(
@@ -215,24 +248,47 @@ def load_postgresql(url: str, history: History, replace: bool, runs_migration=No
             for statement in rebuild:
                 cur.execute(statement)
             timings["indexes_s"] = time.perf_counter() - began
-            began = time.perf_counter()
-            for statement in rollups().backfill("postgresql"):
-                cur.execute(statement)
-            for table, trigger in ROLLUP_TRIGGERS:
-                cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
-            timings["rollups_s"] = time.perf_counter() - began
             cur.execute(
                 "SELECT setval(pg_get_serial_sequence('skill_run_logs', 'id'), "
                 "(SELECT coalesce(max(id), 1) FROM skill_run_logs))"
             )
         conn.commit()
+    if not with_triggers:
+        # Committed with the triggers off: a load interrupted from here on leaves them off
+        # (generate again); the recount and the triggers' return commit together.
+        began = time.perf_counter()
+
+        def enable(cursor):
+            for table, name in triggers:
+                cursor.execute(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"')
+
+        timings["derived"] = rebuild_derived_then(url, enable)
+        timings["derived_s"] = time.perf_counter() - began
     began = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) skill_runs")
-        conn.execute("VACUUM (ANALYZE) skill_run_logs")
-        conn.execute("VACUUM (ANALYZE) skill_run_counts")
+        # The whole database: the derived tables were rewritten too.
+        conn.execute("VACUUM (ANALYZE)")
     timings["analyze_s"] = time.perf_counter() - began
     return timings
+
+
+def disable_postgresql_triggers(cur) -> list[tuple[str, str]]:
+    """Disable the enabled user triggers of the loaded tables (in the caller's transaction);
+    returns (table, trigger) of each, to enable them again. By name, not ``DISABLE TRIGGER
+    USER``: a trigger someone had disabled stays disabled."""
+    cur.execute(
+        """
+        SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t
+        WHERE t.tgrelid::regclass::text = ANY(%s) AND NOT t.tgisinternal
+          AND t.tgenabled <> 'D' AND t.tgparentid = 0
+        ORDER BY 1, 2
+        """,
+        [list(LOADED_TABLES)],
+    )
+    triggers = cur.fetchall()
+    for table, name in triggers:
+        cur.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
+    return triggers
 
 
 def create_database(url: str) -> None:
@@ -255,7 +311,7 @@ def drop_postgresql_indexes(cur) -> list[str]:
     date row by row. The definitions come from the catalog, so they are whatever the
     migrations made.
     """
-    tables = ("skill_runs", "skill_run_logs")
+    tables = LOADED_TABLES
     cur.execute(
         """
         SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype
@@ -288,7 +344,9 @@ def drop_postgresql_indexes(cur) -> list[str]:
     return rebuild
 
 
-def load_sqlite(path: str, url: str, history: History, replace: bool, runs_migration=None) -> dict:
+def load_sqlite(
+    path: str, url: str, history: History, replace: bool, runs_migration=None, with_triggers=False
+) -> dict:
     import sqlite3
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -305,25 +363,26 @@ def load_sqlite(path: str, url: str, history: History, replace: bool, runs_migra
     if conn.execute("SELECT EXISTS (SELECT 1 FROM skill_runs)").fetchone()[0] and not replace:
         raise SystemExit("skill_runs is not empty: pass --replace to overwrite it")
     conn.execute("BEGIN")
+    indexes, triggers = [], []
+    if not with_triggers:
+        # Dropped first, so the deletes below fire nothing; recreated from this same SQL
+        # after the derived tables are recounted.
+        triggers = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+            "AND tbl_name IN ('skill_runs', 'skill_run_logs') ORDER BY name"
+        ).fetchall()
+        for name, _sql in triggers:
+            conn.execute(f'DROP TRIGGER "{name}"')
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name IN ('skill_runs', 'skill_run_logs')"
+        ).fetchall()
+        for name, _sql in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        # Emptied here: less for the recount to delete.
+        conn.execute("DELETE FROM skill_run_counts")
     conn.execute("DELETE FROM skill_run_logs")
-    # The counts first: the delete trigger then finds no bucket to lower. The insert
-    # trigger counts the new runs as they are loaded (migration 0006).
-    conn.execute("DELETE FROM skill_run_counts")
     conn.execute("DELETE FROM skill_runs")
-    indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-        "AND tbl_name IN ('skill_runs', 'skill_run_logs')"
-    ).fetchall()
-    for name, _sql in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
-    # The failure roll-ups (migration 0010) are counted once, after the indexes are back:
-    # their triggers would walk call trees with no index to walk.
-    rollup_triggers = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-        "AND name LIKE 'skill_run_failed%'"
-    ).fetchall()
-    for name, _sql in rollup_triggers:
-        conn.execute(f'DROP TRIGGER "{name}"')
     conn.execute("COMMIT")
 
     def batches(rows, size=50_000):
@@ -408,20 +467,25 @@ def load_sqlite(path: str, url: str, history: History, replace: bool, runs_migra
     for _name, sql in indexes:
         conn.execute(sql)
     timings["indexes_s"] = time.perf_counter() - began
-    began = time.perf_counter()
-    conn.execute("BEGIN")
-    for statement in rollups().backfill("sqlite"):
-        conn.execute(statement)
-    for _name, sql in rollup_triggers:
-        conn.execute(sql)
-    conn.execute("COMMIT")
-    timings["rollups_s"] = time.perf_counter() - began
-    began = time.perf_counter()
-    conn.execute("ANALYZE")
-    timings["analyze_s"] = time.perf_counter() - began
     conn.execute("PRAGMA locking_mode=NORMAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
+    if not with_triggers:
+        # The triggers were dropped in a committed transaction: a load interrupted from
+        # here on leaves them missing (generate again); recount and recreation commit together.
+        began = time.perf_counter()
+
+        def recreate(cursor):
+            for _name, sql in triggers:
+                cursor.execute(sql)
+
+        timings["derived"] = rebuild_derived_then(url, recreate)
+        timings["derived_s"] = time.perf_counter() - began
+    began = time.perf_counter()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ANALYZE")
+    conn.close()
+    timings["analyze_s"] = time.perf_counter() - began
     return timings
 
 
@@ -438,6 +502,15 @@ def main(argv=None) -> None:
         "seed and end give the same data.",
     )
     parser.add_argument("--replace", action="store_true", help="overwrite existing runs")
+    parser.add_argument(
+        "--with-triggers",
+        action="store_true",
+        help="load with every trigger firing and every index in place (slow: the reference "
+        "the recount of the derived tables is compared with)",
+    )
+    parser.add_argument(
+        "--no-record", action="store_true", help="write no results file (tests, trial loads)"
+    )
     parser.add_argument(
         "--migrate-to",
         metavar="PREFIX",
@@ -470,10 +543,17 @@ def main(argv=None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     if engine == "postgresql":
-        timings = load_postgresql(args.database_url, history, args.replace, args.migrate_to)
+        timings = load_postgresql(
+            args.database_url, history, args.replace, args.migrate_to, args.with_triggers
+        )
     elif engine == "sqlite3":
         timings = load_sqlite(
-            config["NAME"], args.database_url, history, args.replace, args.migrate_to
+            config["NAME"],
+            args.database_url,
+            history,
+            args.replace,
+            args.migrate_to,
+            args.with_triggers,
         )
     else:
         raise SystemExit(f"unsupported database engine {engine}")
@@ -492,16 +572,25 @@ def main(argv=None) -> None:
         "total_s": round(total, 1),
         "load_rows_per_s": round(rows / load),
         "overall_rows_per_s": round(rows / total),
-        **{name: round(value, 1) for name, value in timings.items()},
+        "with_triggers": args.with_triggers,
+        **{
+            name: round(value, 1)
+            if isinstance(value, float)
+            else {part: round(s, 1) for part, s in value.items()}
+            for name, value in timings.items()
+        },
     }
-    from bench import report
+    if not args.no_record:
+        from bench import report
 
-    report.save(f"generate-{engine}-{runs}", record)
+        report.save(f"generate-{engine}-{runs}", record)
     print(
         f"done in {total:.1f} s: {rows:,} rows; load {load:.1f} s ({rows / load:,.0f} rows/s: "
         f"runs {runs / timings['runs_copy_s']:,.0f}/s, events "
         f"{events / max(timings['events_copy_s'], 1e-9):,.0f}/s), indexes "
-        f"{timings['indexes_s']:.1f} s, analyze {timings['analyze_s']:.1f} s; overall "
+        f"{timings['indexes_s']:.1f} s, derived tables {timings.get('derived_s', 0):.1f} s "
+        f"{ {part: round(s, 1) for part, s in timings.get('derived', {}).items()} }, analyze "
+        f"{timings['analyze_s']:.1f} s; overall "
         f"{rows / total:,.0f} rows/s",
         flush=True,
     )

@@ -2864,3 +2864,49 @@ class RunModelUsageManager(models.Manager):
                 "run_id", "model", "steps", *USAGE_TOKENS
             )
         )
+
+
+# --- derived data, recounted whole ------------------------------------------------------
+
+
+def rebuild_derived(using: str = "default", *, reindex: bool = True) -> dict[str, float]:
+    """Recount everything the triggers derive from skill_runs and skill_run_logs, from those
+    two tables, in one transaction; returns the seconds each part took, by name.
+
+    Only needed after rows were written with the triggers off: a bulk load that disabled
+    them (bench/generate.py: 1M runs load in minutes instead of firing every trigger per
+    row), a pg_restore with --disable-triggers. The parts, in order: the failure roll-ups
+    (columns of skill_runs, which the tables after them may read), the search index, then
+    every table of the runs app whose manager has ``rebuild()`` -- the convention for a
+    table kept by triggers (skill_run_counts and those added since). A new derived table
+    is picked up by giving its manager ``rebuild()``; nothing else lists them.
+
+    ``reindex=False`` skips what is only an index on PostgreSQL (the search index's
+    expression indexes), for a caller that has just built every index.
+    """
+    import time
+
+    from django.apps import apps
+
+    connection = connections[using]
+    parts: list[tuple[str, Callable[[], object]]] = []
+    runs = apps.get_model("runs", "SkillRun").objects.db_manager(using)
+    parts.append(("failure roll-ups", runs.recount_failure_rollups))
+    if reindex or connection.vendor != "postgresql":
+        parts.append(("search index", runs.rebuild_search_index))
+    for model in apps.get_app_config("runs").get_models():
+        manager = model._default_manager.db_manager(using)
+        if callable(getattr(manager, "rebuild", None)):
+            parts.append((model._meta.db_table, manager.rebuild))
+    took: dict[str, float] = {}
+    with transaction.atomic(using=using):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # A recount reads every run and event: at 1M runs it outlasts the site's
+                # statement_timeout.
+                cursor.execute("SET LOCAL statement_timeout = 0")
+        for name, rebuild in parts:
+            began = time.perf_counter()
+            rebuild()
+            took[name] = time.perf_counter() - began
+    return took
