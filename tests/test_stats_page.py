@@ -3,12 +3,24 @@ the view (runs/web/stats_views.py) on the real test database."""
 
 from __future__ import annotations
 
+import html
+import re
 from decimal import Decimal
 from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.db import connection
+from django.http import QueryDict
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
+from runs import selectors
+from runs.filters import StatsParameters
+from runs.formats import count, seconds
 from runs.web import charts
+from tests.dashboard_data import make_viewer, record_run
+from tests.test_views import ids_on
 
 SCRIPT = "<script>window.__xss=1</script>"
 ATTR = '"><img src=x onerror=alert(1)>'
@@ -240,3 +252,253 @@ def test_an_empty_chart_says_so_and_draws_nothing():
     assert not [a for a, _ in elements.tags("svg") if "chart" in a.get("class", "")]
     assert not elements.tags("table")
     assert "No runs in this window." in markup
+
+
+# --- the page ----------------------------------------------------------------------------
+
+# Six hours of 2026-11-20 (tests.dashboard_data.BASE is 12:00 UTC that day), by hour.
+WINDOW = "since=2026-11-20T12:00:00Z&until=2026-11-20T18:00:00Z&bucket=hour"
+HOSTILE_SKILL = HOSTILE[:200]
+
+
+def stats_url(query: str = WINDOW) -> str:
+    return f"{reverse('runs:stats')}?{query}" if query else reverse("runs:stats")
+
+
+@pytest.fixture
+def viewer(db, client, django_user_model):
+    user = make_viewer(django_user_model)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def hours(db):
+    """Runs over 12:00-16:00 of BASE's day: every kind the charts count."""
+    record_run("h12-ok-1", skill="summarise", minutes=1, runtime=2.0, tokens=(100, 20, 5))
+    record_run("h12-ok-2", skill="summarise", minutes=5, runtime=4.0, tokens=(300, 40, 0))
+    record_run("h12-err", skill="triage", status="error", minutes=10, runtime=1.0)
+    record_run("h12-dry", skill="summarise", status="dry_run", minutes=20)
+    record_run("h13-timeout", skill="triage", status="timeout", minutes=70, runtime=30.0)
+    record_run(
+        "h13-ok",
+        skill="triage",
+        caller="bob",
+        channel="ops",
+        minutes=80,
+        runtime=8.0,
+        tokens=(1000, 200, 50),
+        events=[("step", {"model": "mystery-model-x", "usage": {"input_tokens": 1000}})],
+    )
+    record_run("h13-child", skill="lookup", minutes=81, parent="h13-ok")
+    record_run("h14-running", skill="summarise", status="running", minutes=130)
+    record_run("h15-hostile", skill=HOSTILE_SKILL, status="error", minutes=190)
+
+
+def selector_series(query: str = WINDOW):
+    parameters = StatsParameters(QueryDict(query))
+    assert parameters.is_valid(), parameters.error_messages
+    return selectors.stats_series(parameters.query())
+
+
+def table_rows(markup: str, ident: str) -> list[list[tuple[str, str]]]:
+    """The body rows of one chart's table: per cell (text, the href of a link in it)."""
+    body = markup.split(f'id="{ident}-data"', 1)[1].split("<tbody>", 1)[1]
+    body = body.split("</tbody>", 1)[0]
+    rows = []
+    for row in body.split("</tr>")[:-1]:
+        cells = []
+        for cell in re.split(r"<t[hd][^>]*>", row)[1:]:
+            link = re.search(r'href="([^"]*)"', cell)
+            text = re.sub(r"<[^>]+>", "", cell)
+            cells.append((html.unescape(text), html.unescape(link[1]) if link else ""))
+        rows.append(cells)
+    return rows
+
+
+def chart_links(markup: str, ident: str) -> list[tuple[str, str]]:
+    """(href, aria-label) of every link drawn in one chart's SVG."""
+    figure = markup.split(f'<figure class="chart" id="{ident}">', 1)[1]
+    figure = figure.split('<svg class="chart', 1)[1].split("</svg>", 1)[0]
+    return [
+        (html.unescape(href), html.unescape(label))
+        for href, label in re.findall(r'<a href="([^"]*)" aria-label="([^"]*)">', figure)
+    ]
+
+
+def listed(client, url: str) -> list[str]:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return ids_on(response)
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client, hours):
+    response = client.get(stats_url())
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("runs:login"))
+    assert b"summarise" not in response.content
+
+
+@pytest.mark.parametrize("staff", [True, False], ids=["staff", "no-staff"])
+def test_users_without_the_view_permission_get_nothing(client, django_user_model, hours, staff):
+    client.force_login(make_viewer(django_user_model, staff=staff, permission=False))
+    response = client.get(stats_url())
+    assert response.status_code == 403
+    assert b"summarise" not in response.content and b"<svg" not in response.content
+
+
+def test_the_page_refuses_post(client, viewer):
+    assert client.post(stats_url()).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "query, parameter",
+    [
+        ("bogus=1", "bogus"),
+        ("skill=a&skill=b", "skill"),
+        ("bucket=week", "bucket"),
+        ("since=yesterday", "since"),
+        ("status=stale", "status"),
+        ("status=nonsense", "status"),
+        ("window=5y", "window"),
+        ("include_nested=perhaps", "include_nested"),
+        ("since=2026-01-01&until=2026-12-01&bucket=hour", "bucket"),
+        ("q=word", "q"),
+    ],
+)
+def test_bad_parameters_are_a_400_naming_them(client, viewer, query, parameter):
+    response = client.get(stats_url(query))
+    assert response.status_code == 400
+    assert f"<code>{parameter}</code>" in response.content.decode()
+
+
+@pytest.mark.parametrize("query", ["", "window=24h", "window=7d", "window=30d", WINDOW])
+def test_every_window_answers(client, viewer, hours, query):
+    response = client.get(stats_url(query))
+    assert response.status_code == 200
+    assert response.content.decode().count('<figure class="chart"') == 7
+
+
+def test_the_runs_chart_numbers_equal_the_selectors(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    series = selector_series()
+    rows = table_rows(markup, "chart-runs")
+    assert len(rows) == len(series.points) == 6
+    header = markup.split('id="chart-runs-data"', 1)[1].split("</thead>", 1)[0]
+    statuses = [
+        html.unescape(s) for s in re.findall(r'<th scope="col" class="num">([^<]*)<', header)
+    ]
+    assert statuses[-1] == "Total"
+    for row, point in zip(rows, series.points, strict=True):
+        numbers = [int(text.replace("\u2009", "")) for text, _ in row[1 : len(statuses) + 1]]
+        assert numbers[:-1] == [point.runs.get(s, 0) for s in statuses[:-1]]
+        assert numbers[-1] == point.total_runs
+    # And the counts are the runs recorded: 12:00 has two ok, an error and a dry run.
+    assert series.points[0].runs == {"ok": 2, "error": 1, "dry_run": 1}
+
+
+def test_tokens_runtime_and_totals_equal_the_selectors(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    series = selector_series()
+    tokens = table_rows(markup, "chart-tokens")
+    for row, point in zip(tokens, series.points, strict=True):
+        numbers = [int(text.replace("\u2009", "")) for text, _ in row[1:4]]
+        assert numbers == [point.input_tokens, point.output_tokens, point.thinking_tokens]
+    runtime = table_rows(markup, "chart-runtime")
+    for row, point in zip(runtime, series.points, strict=True):
+        assert [text for text, _ in row[1:3]] == [
+            seconds(point.runtime_p50),
+            seconds(point.runtime_p95),
+        ]
+    totals = markup.split('class="stats-totals"', 1)[1].split("</ul>", 1)[0]
+    assert f'<span class="figure">{count(series.totals.total_runs)}</span>' in totals
+
+
+def test_cost_of_an_unknown_model_is_never_a_silent_zero(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    rows = table_rows(markup, "chart-cost")
+    notes = {row[0][0]: row[-1][0] for row in rows}
+    assert "partly unpriced" in notes["2026-11-20 13:00 UTC"]
+    assert "mystery-model-x" in notes["2026-11-20 13:00 UTC"]
+
+
+def test_each_bar_opens_exactly_the_runs_it_counts(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    series = selector_series()
+    by_label = {row[0][0]: row[0][1] for row in table_rows(markup, "chart-runs")}
+    for point in series.points:
+        href = by_label[f"{point.start:%Y-%m-%d %H:%M} UTC"]
+        got = parse_qs(urlsplit(href).query)
+        assert got["since"] == [f"{point.start:%Y-%m-%dT%H:%M:%SZ}"]
+        assert got["include_dry_run"] == ["1"] and "include_nested" not in got
+        assert len(listed(client, href)) == point.total_runs
+    segments = [
+        (href, label) for href, label in chart_links(markup, "chart-runs") if "status=" in href
+    ]
+    assert segments
+    for href, label in segments:
+        status = parse_qs(urlsplit(href).query)["status"][0]
+        assert f": {status} " in label
+        assert len(listed(client, href)) == int(label.rsplit(" ", 1)[1])
+    failures = chart_links(markup, "chart-failures")
+    first = next(href for href, label in failures if label.startswith("2026-11-20 13:00"))
+    assert sorted(listed(client, first)) == ["h13-timeout"]
+
+
+def test_links_keep_the_pages_filters(client, viewer, hours):
+    query = f"{WINDOW}&skill=triage&caller=bob&channel=ops&include_nested=1"
+    markup = client.get(stats_url(query)).content.decode()
+    hrefs = [href for href, _ in chart_links(markup, "chart-runs")]
+    assert hrefs
+    for href in hrefs:
+        got = parse_qs(urlsplit(href).query)
+        assert got["skill"] == ["triage"] and got["caller"] == ["bob"]
+        assert got["channel"] == ["ops"] and got["include_nested"] == ["1"]
+    assert {run for href in hrefs for run in listed(client, href)} == {"h13-ok"}
+
+
+def test_per_skill_bars_open_the_skills_runs(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    series = selector_series()
+    rows = {row[0][0]: row[0][1] for row in table_rows(markup, "chart-skill-runtime")}
+    assert set(rows) == {s.skill_id for s in series.skills}
+    for skill in series.skills:
+        assert parse_qs(urlsplit(rows[skill.skill_id]).query)["skill"] == [skill.skill_id]
+        assert len(listed(client, rows[skill.skill_id])) == skill.total_runs
+
+
+def test_hostile_skill_names_are_text_in_the_svg_and_the_table(client, viewer, hours):
+    markup = client.get(stats_url()).content.decode()
+    body = markup.split('<div class="stats-grid">', 1)[1]
+    assert_inert(body)
+    elements = Elements(body)
+    # The table's row header (a link to the skill's runs) and the bar's label.
+    assert HOSTILE_SKILL in [text for _, text in elements.tags("a")]
+    assert HOSTILE_SKILL in [text for _, text in elements.tags("text")]
+    links = [href for href, _ in chart_links(markup, "chart-skill-cost")]
+    assert any(parse_qs(urlsplit(h).query).get("skill") == [HOSTILE_SKILL] for h in links)
+
+
+def test_an_empty_window_says_so(client, viewer, hours):
+    markup = client.get(stats_url("since=2020-01-01&until=2020-01-02")).content.decode()
+    assert markup.count("No runs in this window.") == 7
+    assert '<svg class="chart' not in markup
+
+
+def test_the_form_keeps_what_was_asked(client, viewer, hours):
+    markup = client.get(stats_url(f"{WINDOW}&skill=triage&status=failed")).content.decode()
+    assert 'name="skill" value="triage"' in markup
+    assert '<option value="failed" selected>' in markup
+    assert 'name="since" value="2026-11-20T12:00:00Z"' in markup
+
+
+def test_the_page_asks_as_many_queries_for_many_skills_as_for_few(client, viewer, hours):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(stats_url()).status_code == 200
+        return len(captured.captured_queries)
+
+    few = queries()
+    for index in range(12):
+        record_run(f"more-{index}", skill=f"skill-{index}", minutes=15 + index * 20)
+    assert queries() == few

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views  # noqa: F401 (converters registers <runid:>)
+from . import stats_views, views  # noqa: F401 (converters registers <runid:>)
 
 app_name = "runs"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("runs/<runid:run_id>/events/<int:sequence>/raw/", views.event_raw, name="event_raw"),
     path("runs/<runid:run_id>/", views.run_detail, name="run_detail"),
     path("skills/", views.skill_overview, name="skills"),
+    path("stats/", stats_views.stats, name="stats"),
     path("suggest/<str:field>/", views.suggest, name="suggest"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
