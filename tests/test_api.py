@@ -127,6 +127,7 @@ def api_routes():
         run + "export/",
         "/api/runs/export/",
         "/api/skills/last-run/?skill=summarise",
+        "/api/stats/",
         "/api/schema/",
     ]
     posts = ["/api/runs/", run + "logs/", run + "finish/", "/api/runs/import/"]

@@ -9,7 +9,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 from .. import converters  # noqa: F401 (registers <runid:>)
-from . import contract_methods, index
+from . import contract_methods, index, stats
 from . import export as transfer
 from . import views as api
 
@@ -30,6 +30,7 @@ urlpatterns = [
     path("runs/<runid:run_id>/export/", transfer.RunExportView.as_view(), name="run-export"),
     path("runs/<runid:run_id>/", api.RunDetailView.as_view(), name="run"),
     path("skills/last-run/", api.LastRunView.as_view(), name="last-run"),
+    path("stats/", stats.StatsView.as_view(), name="stats"),
     *contract_methods.urls(),
     # JSON by default; YAML for Accept: application/vnd.oai.openapi.
     path(

@@ -1,0 +1,268 @@
+"""GET /api/stats/: the issue's shape, numbers equal to counting the runs in Python (from the
+buckets and from the exact path), cost priced at read time, strict parameters, and nothing
+for anonymous or permissionless callers."""
+
+import math
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from runs import contract, selectors
+from runs.filters import STATS_MAX_BUCKETS
+from runs.models import ModelPrice, SkillRun, SkillRunLog
+from tests.test_api import make_user, token_client
+
+pytestmark = pytest.mark.django_db
+
+DAY = datetime(2026, 5, 4, tzinfo=UTC)
+STATUSES = ["ok", "ok", "ok", "error", "timeout", "running"]
+
+
+@pytest.fixture
+def reader(django_user_model):
+    return token_client(make_user(django_user_model, "stats-reader", ["view_skillrun"]))
+
+
+@pytest.fixture
+def runs(db):
+    """Three days of runs of two skills, callers, nested runs; steps with and without a
+    model; one model priced."""
+    rows, logs = [], []
+    for i in range(90):
+        started = DAY + timedelta(minutes=47 * i)
+        run = SkillRun(
+            id=f"run-{i:03}",
+            skill_id=f"skill-{i % 2}",
+            caller_id="alice" if i % 3 else "bob",
+            started_at=started,
+            status=STATUSES[i % len(STATUSES)],
+            runtime_seconds=0.5 + (i * 7 % 23),
+            total_input_tokens=100 + i,
+            total_output_tokens=10 + i,
+            total_thinking_tokens=i % 4,
+            parent_run_id="run-000" if i % 10 == 5 else "",
+        )
+        rows.append(run)
+        for seq, model in enumerate(("gpt-4o", "" if i % 4 == 0 else "gpt-4o"), start=1):
+            logs.append(
+                SkillRunLog(
+                    run_id=run.id,
+                    sequence=seq,
+                    event_type="step",
+                    payload={"model": model, "usage": {"input_tokens": 1000, "output_tokens": 500}}
+                    if model
+                    else {"usage": {"input_tokens": 7}},
+                    created_at=started,
+                )
+            )
+    SkillRun.objects.bulk_create(rows)
+    SkillRunLog.objects.bulk_create(logs)
+    ModelPrice.objects.create(
+        model="gpt-4o",
+        input_per_million=Decimal("2.50"),
+        output_per_million=Decimal("10"),
+        valid_from=DAY - timedelta(days=30),
+    )
+    return rows
+
+
+def get(client, **params):
+    return client.get("/api/stats/", params)
+
+
+def expected_series(rows, since, until, bucket, keep=lambda r: r.parent_run_id == ""):
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    points = {}
+    moment = since
+    while moment < until:
+        points[moment] = {"runs": Counter(), "runtimes": [], "tokens": [0, 0, 0], "usage": []}
+        moment += step
+    for r in rows:
+        if not (since <= r.started_at < until) or not keep(r):
+            continue
+        start = r.started_at.replace(minute=0, second=0, microsecond=0)
+        if bucket == "day":
+            start = start.replace(hour=0)
+        p = points[start]
+        p["runs"][r.status] += 1
+        if r.status != "running":
+            p["runtimes"].append(r.runtime_seconds)
+        for n, t in enumerate(("input", "output", "thinking")):
+            p["tokens"][n] += getattr(r, f"total_{t}_tokens")
+    return points
+
+
+def nearest_rank(values, fraction):
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1] if ordered else None
+
+
+def assert_series_match(body, rows, since, until, bucket, keep=lambda r: r.parent_run_id == ""):
+    expected = expected_series(rows, since, until, bucket, keep)
+    assert [p["start"] for p in body["series"]] == [
+        s.strftime("%Y-%m-%dT%H:%M:%SZ") for s in expected
+    ]
+    for point, want in zip(body["series"], expected.values(), strict=True):
+        assert point["runs"] == dict(want["runs"])
+        assert [point["input_tokens"], point["output_tokens"], point["thinking_tokens"]] == want[
+            "tokens"
+        ]
+        for key, fraction in (("runtime_p50", 0.5), ("runtime_p95", 0.95)):
+            exact = nearest_rank(want["runtimes"], fraction)
+            if exact is None:
+                assert point[key] is None
+            else:
+                assert abs(point[key] - exact) / exact <= 0.049
+
+
+def test_the_series_has_the_issues_shape_and_the_runs_numbers(reader, runs):
+    response = get(reader, since="2026-05-04", until="2026-05-06", bucket="day")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == {"bucket", "since", "until", "series"}
+    assert body["bucket"] == "day" and len(body["series"]) == 3
+    point = body["series"][0]
+    assert set(point) == {
+        "start",
+        "runs",
+        "runtime_p50",
+        "runtime_p95",
+        "input_tokens",
+        "output_tokens",
+        "thinking_tokens",
+        "cost",
+    }
+    assert_series_match(body, runs, DAY, DAY + timedelta(days=3), "day")
+
+
+def test_hours_nested_runs_and_a_skill(reader, runs):
+    body = get(
+        reader, since="2026-05-04T10:30:00Z", until="2026-05-05T02:00:00Z", include_nested="1"
+    ).json()
+    assert body["bucket"] == "hour"
+    since, until = DAY + timedelta(hours=10), DAY + timedelta(hours=26)
+    assert_series_match(body, runs, since, until, "hour", keep=lambda r: True)
+    body = get(reader, since="2026-05-04", until="2026-05-06", skill="skill-1").json()
+    assert_series_match(
+        body,
+        runs,
+        DAY,
+        DAY + timedelta(days=3),
+        "day",
+        keep=lambda r: r.parent_run_id == "" and r.skill_id == "skill-1",
+    )
+
+
+@pytest.mark.parametrize(
+    "params,keep",
+    [
+        ({"caller": "bob"}, lambda r: r.caller_id == "bob"),
+        ({"status": "failed"}, lambda r: r.status in contract.FAILED_STATUSES),
+        (
+            {"status": "ok", "caller": "alice"},
+            lambda r: r.status == "ok" and r.caller_id == "alice",
+        ),
+    ],
+)
+def test_filters_the_buckets_do_not_key_use_the_exact_path(reader, runs, params, keep):
+    body = get(reader, since="2026-05-04", until="2026-05-06", bucket="day", **params).json()
+    assert_series_match(
+        body,
+        runs,
+        DAY,
+        DAY + timedelta(days=3),
+        "day",
+        keep=lambda r: r.parent_run_id == "" and keep(r),
+    )
+
+
+def test_cost_is_priced_at_read_time_and_unpriced_runs_are_counted(reader, runs):
+    body = get(reader, since="2026-05-04", until="2026-05-05", bucket="day").json()
+    point = body["series"][0]
+    day_runs = [r for r in runs if r.started_at < DAY + timedelta(days=1) and not r.parent_run_id]
+    priced_steps = sum(1 if int(r.id[4:]) % 4 == 0 else 2 for r in day_runs)
+    # 1000 input at 2.50/M and 500 output at 10/M per priced step
+    want = Decimal(priced_steps) * (Decimal("0.0025") + Decimal("0.005"))
+    assert Decimal(point["cost"]["amount"]) == want
+    assert point["cost"]["currency"] == "USD"
+    assert point["cost"]["unpriced_runs"] == sum(1 for r in day_runs if int(r.id[4:]) % 4 == 0)
+    # a price edit applies at once
+    ModelPrice.objects.update(input_per_million=Decimal("5"))
+    again = get(reader, since="2026-05-04", until="2026-05-05", bucket="day").json()
+    assert Decimal(again["series"][0]["cost"]["amount"]) > want
+
+
+@pytest.mark.parametrize(
+    "query,parameter",
+    [
+        ("nonsense=1", "nonsense"),
+        ("skill=a&skill=b", "skill"),
+        ("window=1y", "window"),
+        ("window=7d&since=2026-01-01", "window"),
+        ("bucket=minute", "bucket"),
+        ("since=2020-01-01&until=2026-01-01&bucket=hour", "bucket"),
+        ("since=2026-01-02&until=2026-01-01", "until"),
+        ("since=yesterday", "since"),
+        ("status=stale", "status"),
+        ("status=happy", "status"),
+        ("include_nested=perhaps", "include_nested"),
+    ],
+)
+def test_bad_parameters_are_a_400_naming_them(reader, query, parameter):
+    response = reader.get("/api/stats/?" + query)
+    assert response.status_code == 400
+    assert parameter in response.json()
+
+
+def test_the_bucket_limit(reader):
+    ok = get(
+        reader,
+        since="2026-01-01T00:00:00Z",
+        bucket="hour",
+        until=(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=STATS_MAX_BUCKETS)).isoformat(),
+    )
+    assert ok.status_code == 200 and len(ok.json()["series"]) == STATS_MAX_BUCKETS
+    over = get(
+        reader,
+        since="2026-01-01T00:00:00Z",
+        bucket="hour",
+        until=(
+            datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=STATS_MAX_BUCKETS + 1)
+        ).isoformat(),
+    )
+    assert over.status_code == 400 and "bucket" in over.json()
+
+
+def test_windows_default_to_the_last_seven_days_by_day(reader):
+    body = get(reader).json()
+    assert body["bucket"] == "day" and len(body["series"]) in (7, 8)
+    assert get(reader, window="24h").json()["bucket"] == "hour"
+
+
+def test_anonymous_and_permissionless_callers_get_nothing(runs, django_user_model):
+    anonymous = APIClient().get("/api/stats/")
+    assert anonymous.status_code == 401 and "series" not in anonymous.json()
+    nobody = token_client(make_user(django_user_model, "stats-nobody", []))
+    refused = nobody.get("/api/stats/?since=2026-05-04&until=2026-05-06")
+    assert refused.status_code == 403 and "series" not in refused.json()
+
+
+def test_the_schema_documents_the_endpoint(reader):
+    schema = reader.get("/api/schema/").json()
+    operation = schema["paths"]["/api/stats/"]["get"]
+    names = {p["name"] for p in operation["parameters"]}
+    assert {"window", "since", "until", "bucket", "skill", "caller", "status"} <= names
+    assert "Stats" in schema["components"]["schemas"]
+
+
+def test_usage_by_run_for_the_cost_column(runs):
+    usage = selectors.usage_by_run(["run-000", "run-001", "missing"])
+    assert set(usage) == {"run-000", "run-001"}
+    assert usage["run-000"] == (
+        selectors.ModelUsage("", 1, 1, 7, 0, 0, 0),
+        selectors.ModelUsage("gpt-4o", 1, 1, 1000, 500, 0, 0),
+    )
+    assert usage["run-001"] == (selectors.ModelUsage("gpt-4o", 1, 2, 2000, 1000, 0, 0),)
