@@ -353,3 +353,27 @@ def test_concurrent_writers_of_one_skill_and_hour_leave_the_buckets_exact():
     assert_exact()
     stat = SkillRunStat.objects.get(span="day", skill_id="busy", status="ok")
     assert (stat.runs, stat.input_tokens) == (80, 240)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_otlp_ingest_lands_its_steps_under_the_answering_model(client, django_user_model):
+    """OTLP writes runs and events with COPY (PostgreSQL) or bulk inserts and replaces a
+    trace's runs when more of its spans arrive: the buckets follow, and each step's model
+    is gen_ai.response.model (else gen_ai.request.model)."""
+    from tests.otlp_support import post, request_of, span, token_for
+    from tests.test_otlp_mapping import genai_trace
+
+    key = token_for(django_user_model)
+    spans = genai_trace()
+    for s in spans:
+        if any(a.key == "gen_ai.request.model" for a in s.attributes):
+            s.attributes.add(key="gen_ai.response.model").value.string_value = "gpt-x-2026-01"
+    assert post(client, key, request_of(spans[:5])).status_code == 200
+    assert_exact()
+    assert post(client, key, request_of(spans)).status_code == 200
+    assert_exact()
+    models = set(RunModelUsage.objects.values_list("model", flat=True))
+    assert "gpt-x-2026-01" in models
+    extra = span(1, 99, 2, "chat", 700, 800, {"gen_ai.operation.name": "chat"})
+    assert post(client, key, request_of([extra])).status_code == 200
+    assert_exact()

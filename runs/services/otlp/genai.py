@@ -72,11 +72,16 @@ def read(span: Span) -> SpanFacts:
         facts.input_messages = _messages(span, "gen_ai.input.messages")
         facts.output_messages = _messages(span, "gen_ai.output.messages")
         facts.tokens, usage = _usage(attrs)
+        request_model = text(first(attrs, "gen_ai.request.model"))
+        response_model = text(first(attrs, "gen_ai.response.model"))
         facts.event = {
             "span_id": span.span_id,
             "operation": operation,
-            "model": text(first(attrs, "gen_ai.request.model")),
-            "response_model": text(first(attrs, "gen_ai.response.model")),
+            # "model" prices the step (the stats and cost read it, as they read the
+            # recorder's): the model that answered, else the one asked for.
+            "model": response_model or request_model,
+            "request_model": request_model,
+            "response_model": response_model,
             "provider": text(first(attrs, "gen_ai.provider.name", "gen_ai.system")),
             **usage,
             "duration_seconds": span.duration,
