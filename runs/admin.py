@@ -30,8 +30,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import contract, formats, jsontext
-from .models import SkillRun, SkillRunLog
+from . import contract, costs, formats, jsontext, pricing
+from .models import ModelPrice, SkillRun, SkillRunLog
 
 # Rows a list counts before it says "more than"; deep pages stay reachable up to here.
 COUNT_CAP = 10_000
@@ -280,6 +280,7 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
                     "total_input_tokens",
                     "total_output_tokens",
                     "total_thinking_tokens",
+                    "cost",
                 )
             },
         ),
@@ -295,6 +296,7 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
         "parent_link",
         "started_at",
         "latest_events",
+        "cost",
     )
 
     def get_changelist(self, request, **kwargs):
@@ -397,6 +399,18 @@ class SkillRunAdmin(ListedLookupsOnly, admin.ModelAdmin):
             "Nested too deeply to parse, so not shown here; kept unchanged. "
             "The dashboard shows the raw JSON."
         )
+
+    @admin.display(description="cost")
+    def cost(self, run):
+        """Priced when shown (runs.pricing), from the model prices below in this admin."""
+        if run.pk is None:
+            return "-"
+        found = pricing.run_costs([run])[run.pk]
+        title = ""
+        if found.partly_unpriced:
+            names = ", ".join(m or "(no model named)" for m in sorted(found.unpriced_models)[:5])
+            title = f"; no price for {found.unpriced_tokens:,} tokens: {names}"
+        return f"{costs.display(found)}{title}"
 
     @admin.display(description="latest events")
     def latest_events(self, run):
@@ -565,3 +579,52 @@ class SkillRunLogAdmin(ListedLookupsOnly, admin.ModelAdmin):
             log.payload_size,
             dashboard_url(log.run_id),
         )
+
+
+class ModelPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = (
+            "model",
+            "provider",
+            "input_per_million",
+            "output_per_million",
+            "cached_input_per_million",
+            "thinking_per_million",
+            "currency",
+            "valid_from",
+            "note",
+        )
+        help_texts = {
+            "model": "An exact model name as steps carry it (gpt-4o-2024-08-06), or a pattern "
+            "where * stands for any text (gpt-4o*). An exact name beats a pattern; among "
+            "patterns the longest text before the first * wins.",
+            "valid_from": "The price applies to runs started from this time until a later "
+            "row of the same model and provider.",
+            "cached_input_per_million": "Empty: cached input tokens cost the input price.",
+            "thinking_per_million": "Empty: thinking tokens cost the output price.",
+            "currency": "A three-letter code such as USD.",
+        }
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """The model price table: costs are computed from it when shown, so an edit here
+    applies to every run's cost at once (runs.costs)."""
+
+    form = ModelPriceForm
+    list_display = (
+        "model",
+        "provider",
+        "input_per_million",
+        "output_per_million",
+        "cached_input_per_million",
+        "thinking_per_million",
+        "currency",
+        "valid_from",
+    )
+    list_filter = ("provider", "currency")
+    search_fields = ("model", "provider")
+    search_help_text = "Part of a model name or provider."
+    ordering = ("model", "provider", "-valid_from")
+    list_per_page = 100

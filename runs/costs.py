@@ -21,9 +21,10 @@ includes ``cached_input_tokens`` and ``output_tokens`` includes ``thinking_token
 OpenAI and OpenTelemetry report them. Cached input is billed at the cached price instead of
 the input price, thinking at the thinking price instead of the output price; a price left
 empty (None) bills them at the input or output price, which is how most providers list
-reasoning tokens. A part larger than its whole (a writer that counted them apart) is taken
-as the whole: ``cached`` is capped at ``input`` and ``thinking`` at ``output``, so a cost is
-never negative.
+reasoning tokens (Anthropic's output_tokens include thinking too). A part larger than its
+whole can only have been counted apart (the demo's steps, a writer that reports thinking
+beside output): it is then billed in addition to the whole, never capped or subtracted
+into a negative amount.
 
 Usage that cannot be priced (no model named, a model no row matches, or no row valid yet at
 the step's time) is never counted as 0: the :class:`Cost` carries its step and token counts
@@ -136,12 +137,12 @@ class Cost:
 
     @property
     def partly_unpriced(self) -> bool:
-        return self.unpriced_steps > 0
+        return self.unpriced_steps > 0 or self.unpriced_tokens > 0
 
     @property
     def is_empty(self) -> bool:
         """Nothing priced and nothing unpriced: no model usage at all."""
-        return not self.amounts and not self.unpriced_steps
+        return not self.amounts and not self.partly_unpriced
 
     def amount(self, currency: str = DEFAULT_CURRENCY) -> Decimal:
         return dict(self.amounts).get(currency, Decimal(0))
@@ -357,8 +358,13 @@ def charge(price: Price, usage: Usage) -> Decimal:
     c = _CONTEXT
     inp = max(usage.input_tokens, 0)
     out = max(usage.output_tokens, 0)
-    cached = min(max(usage.cached_input_tokens, 0), inp)
-    thinking = min(max(usage.thinking_tokens, 0), out)
+    cached = max(usage.cached_input_tokens, 0)
+    thinking = max(usage.thinking_tokens, 0)
+    # A part larger than its whole was counted apart from it (module docstring).
+    if cached > inp:
+        inp += cached
+    if thinking > out:
+        out += thinking
     cached_price = (
         price.input_per_million
         if price.cached_input_per_million is None

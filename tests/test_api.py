@@ -455,6 +455,14 @@ def test_run_detail_has_every_field(reader):
         "total_input_tokens": 1,
         "total_output_tokens": 2,
         "total_thinking_tokens": 3,
+        # tokens the run counts but no step attributes to a model: unpriced, never free
+        "cost": {
+            "amount": "0",
+            "currency": "USD",
+            "unpriced": True,
+            "unpriced_steps": 0,
+            "unpriced_models": [""],
+        },
     }
 
 

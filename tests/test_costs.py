@@ -193,23 +193,41 @@ def test_empty_cached_and_thinking_prices_bill_at_input_and_output_prices():
     assert with_parts.amount() == without.amount() == Decimal(100 * 3 + 50 * 15) / 1_000_000
 
 
-def test_parts_larger_than_their_whole_are_capped_never_negative():
+def test_parts_larger_than_their_whole_are_billed_besides_it_never_negative():
     table = PriceTable(
         [
             price(
-                "m", "3", "15", cached_input_per_million=Decimal(0), thinking_per_million=Decimal(0)
+                "m",
+                "3",
+                "15",
+                cached_input_per_million=Decimal("0.3"),
+                thinking_per_million=Decimal("20"),
             )
         ]
     )
-    cost = table.cost(
+    apart = table.cost(
         [
             Usage(
                 "m", T0, input_tokens=10, cached_input_tokens=50, output_tokens=5, thinking_tokens=9
             )
         ]
     )
-    assert cost.amount() == Decimal(0)
-    assert not cost.partly_unpriced
+    # 50 cached beside 10 input, 9 thinking beside 5 output
+    expected = (10 * Decimal(3) + 50 * Decimal("0.3") + 5 * Decimal(15) + 9 * Decimal(20)) / 10**6
+    assert apart.amount() == expected > 0
+    included = table.cost(
+        [
+            Usage(
+                "m",
+                T0,
+                input_tokens=60,
+                cached_input_tokens=50,
+                output_tokens=14,
+                thinking_tokens=9,
+            )
+        ]
+    )
+    assert included.amount() == expected
 
 
 def test_currencies_are_kept_apart_and_add_up_separately():

@@ -208,6 +208,48 @@ class RunCoreSerializer(serializers.Serializer):
     total_thinking_tokens = serializers.IntegerField()
 
 
+class AmountSerializer(serializers.Serializer):
+    amount = serializers.CharField(help_text="an exact decimal number as a string")
+    currency = serializers.CharField(help_text="ISO 4217 code, e.g. USD")
+
+
+class CostSerializer(serializers.Serializer):
+    """What a run (or a subtree) cost: its steps' tokens priced from the model price table
+    (the price valid when the run started; runs.costs), computed when read."""
+
+    amount = serializers.CharField(
+        help_text='an exact decimal number as a string ("0.00861"), never a float; "0" '
+        "when nothing was priced"
+    )
+    currency = serializers.CharField(help_text="of amount; USD when nothing was priced")
+    unpriced = serializers.BooleanField(
+        help_text="partly unpriced: some steps name no model, a model without a price, or "
+        "one with no price valid yet; amount leaves them out"
+    )
+    unpriced_steps = serializers.IntegerField()
+    unpriced_models = serializers.ListField(
+        child=serializers.CharField(), help_text='"" for steps that name no model'
+    )
+    amounts = AmountSerializer(
+        many=True, required=False, help_text="every currency, only when there are several"
+    )
+
+
+@extend_schema_field(CostSerializer(allow_null=True))
+class CostField(serializers.Field):
+    """The ``cost`` the view set on the row (runs.pricing.with_costs), or null."""
+
+    def __init__(self, attribute: str = "cost", **kwargs):
+        self.attribute = attribute
+        kwargs.setdefault("source", "*")
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        found = getattr(value, self.attribute, None)
+        return None if found is None else found.as_json()
+
+
 class RunSummarySerializer(RunCoreSerializer):
     """A run as lists show it: the summary columns and the start of output and error."""
 
@@ -220,6 +262,7 @@ class RunSummarySerializer(RunCoreSerializer):
     failed_descendants = serializers.IntegerField(
         help_text="runs below it in its call tree with a failed status"
     )
+    cost = CostField()
 
 
 class RunSerializer(serializers.Serializer):
@@ -241,6 +284,12 @@ class RunSerializer(serializers.Serializer):
     total_input_tokens = serializers.IntegerField()
     total_output_tokens = serializers.IntegerField()
     total_thinking_tokens = serializers.IntegerField()
+
+
+class PricedRunSerializer(RunSerializer):
+    """Every field of a run and its cost (reads; writes answer RunSerializer)."""
+
+    cost = CostField()
 
 
 class RunStartSerializer(StrictSerializer):
@@ -394,7 +443,7 @@ class RunSummaryPageSerializer(serializers.Serializer):
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="RunOrSummary",
-        serializers=[RunSummarySerializer, RunSerializer],
+        serializers=[RunSummarySerializer, PricedRunSerializer],
         resource_type_field_name=None,
     )
 )
@@ -420,6 +469,10 @@ class LogPageSerializer(serializers.Serializer):
 
 class TreeNodeSerializer(RunCoreSerializer):
     depth = serializers.IntegerField(help_text="0 for the root")
+    cost = CostField(help_text="the run's own cost")
+    subtree_cost = CostField(
+        "subtree_cost", help_text="the run's and every run's below it (in this answer)"
+    )
 
 
 class TreeSerializer(serializers.Serializer):

@@ -30,7 +30,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import contract, cursors, jsontext, selectors
+from .. import contract, cursors, jsontext, pricing, selectors
 from ..filters import (
     STATUS_CHOICES,
     IdFilter,
@@ -368,7 +368,7 @@ class RunListView(ApiView):
             raise exceptions.ValidationError(filterset.error_messages)
         page_size = int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         page = selectors.newest_first_page(filterset.qs, page_size, after=cursor_param(request))
-        rows = with_has_children(page.rows)
+        rows = pricing.with_costs(with_has_children(page.rows))
         return keyset_response(request, s.RunSummarySerializer, rows, page.has_older)
 
     @extend_schema(
@@ -402,7 +402,9 @@ class RunDetailView(ApiView):
     )
     def get(self, request, run_id):
         check_query(request, ())
-        return Response(s.RunSerializer(load_run(contract.clean_id(run_id))).data)
+        run = load_run(contract.clean_id(run_id))
+        pricing.with_costs([run])
+        return Response(s.PricedRunSerializer(run).data)
 
 
 LOG_WRITE = WRITE_RUNS + ["runs.add_skillrunlog"]
@@ -526,9 +528,12 @@ class RunChainView(ApiView):
         with contract_errors():
             chain = SkillRun.objects.parent_chain(contract.clean_id(run_id), summaries=True)
         if full:
-            data = s.RunSerializer(full_runs([run.id for run in chain]), many=True).data
+            runs = pricing.with_costs(full_runs([run.id for run in chain]))
+            data = s.PricedRunSerializer(runs, many=True).data
         else:
-            data = s.RunSummarySerializer(with_has_children(chain), many=True).data
+            data = s.RunSummarySerializer(
+                pricing.with_costs(with_has_children(chain)), many=True
+            ).data
         return Response({"results": data, "next_cursor": None, "next": None})
 
 
@@ -555,7 +560,8 @@ class RunChildrenView(ApiView):
             with_inputs(rows)
         else:
             with_has_children(rows)
-        serializer = s.RunSerializer if full else s.RunSummarySerializer
+        pricing.with_costs(rows)
+        serializer = s.PricedRunSerializer if full else s.RunSummarySerializer
         return keyset_response(request, serializer, rows, more)
 
 
@@ -575,9 +581,12 @@ class RunTreeView(ApiView):
         if run is None:
             raise exceptions.NotFound("no such run")
         tree = selectors.call_tree(run.id)
+        order = list(tree.preorder())
+        pricing.subtree_costs(order)
         nodes = []
-        for node in tree.preorder():
+        for node in order:
             node.run.depth = node.depth
+            node.run.cost, node.run.subtree_cost = node.own_cost, node.subtree_cost
             nodes.append(node.run)
         return Response(
             {

@@ -18,7 +18,7 @@ from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from .. import contract
+from .. import contract, costs
 from ..formats import count, seconds, size  # noqa: F401 (template filters)
 from . import markdown
 
@@ -203,6 +203,35 @@ def token_text(input_tokens, output_tokens, thinking_tokens) -> str:
     return text
 
 
+UNPRICED_NAMES_SHOWN = 5
+
+
+def cost_title(cost) -> str:
+    """Plain text saying what a partly unpriced cost left out (model names are stored text:
+    the caller escapes it)."""
+    if cost is None or not cost.partly_unpriced:
+        return ""
+    names = sorted(cost.unpriced_models)
+    shown = ", ".join(name or "(no model named)" for name in names[:UNPRICED_NAMES_SHOWN])
+    more = (
+        f" and {len(names) - UNPRICED_NAMES_SHOWN} more"
+        if len(names) > UNPRICED_NAMES_SHOWN
+        else ""
+    )
+    return f"{grouped(cost.unpriced_tokens)} tokens have no price: {shown}{more}"
+
+
+def cost_html(cost) -> str:
+    """A cost (runs.costs.Cost) as text, marked "partly unpriced" with what was left out
+    in its title; "—" for none (no model usage)."""
+    if cost is None or cost.is_empty:
+        return '<span class="muted">—</span>'
+    text = esc(costs.display(cost))
+    if cost.partly_unpriced:
+        return f'<span class="cost unpriced" title="{esc(cost_title(cost))}">{text}</span>'
+    return f'<span class="cost">{text}</span>'
+
+
 def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
     """The <tr> rows of the run list."""
     urls = RunUrls()
@@ -235,6 +264,7 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             f'<td class="num tools">{count(run.tool_calls_count)}</td>'
             f'<td class="fails">{_failures(run)}</td>'
             f'<td class="num tokens">{esc(tokens(run))}</td>'
+            f'<td class="num cost">{cost_html(getattr(run, "cost", None))}</td>'
             f'<td class="preview"><span class="clamp{" err" if run.error_preview else ""}">'
             f"{esc(preview or '')}</span>{_search_snippet(run)}</td>"
             "</tr>\n"
@@ -310,16 +340,19 @@ def tree_items(nodes, current_id: str) -> SafeString:
         running = run.finished_at is None and run.status == contract.STATUS_RUNNING
         took = f"{esc(seconds(own.runtime))}{' so far' if running else ''}"
         skill = esc(run.skill_id)
+        own_cost, sub_cost = getattr(node, "own_cost", None), getattr(node, "subtree_cost", None)
         figures = (
             f'<span class="own">{took} · {_plural(own.tool_calls, "tool call")} · '
-            f"{token_text(own.input_tokens, own.output_tokens, own.thinking_tokens)}</span>"
+            f"{token_text(own.input_tokens, own.output_tokens, own.thinking_tokens)}"
+            f"{_tree_cost(own_cost)}</span>"
         )
         if kids:
             figures += (
                 f' <span class="sub" title="This run and every run below it">subtree: '
                 f"{_plural(sub.runs - 1, 'sub-run')} · Σ {esc(seconds(sub.runtime))} · "
                 f"{_plural(sub.tool_calls, 'tool call')} · "
-                f"{token_text(sub.input_tokens, sub.output_tokens, sub.thinking_tokens)}</span>"
+                f"{token_text(sub.input_tokens, sub.output_tokens, sub.thinking_tokens)}"
+                f"{_tree_cost(sub_cost)}</span>"
             )
         flag = ""
         if node.failed_below:
@@ -352,6 +385,13 @@ def tree_items(nodes, current_id: str) -> SafeString:
             parts.append(f"{opening}{line}</li>\n")
         parts.append("</ul></details></li>\n" * node.closes)
     return mark_safe("".join(parts))
+
+
+def _tree_cost(cost) -> str:
+    """' · 0.0123 USD' after a tree node's tokens; nothing when it used no model."""
+    if cost is None or cost.is_empty:
+        return ""
+    return f" · {cost_html(cost)}"
 
 
 def timeline_items(events, run_id: str, run_started: datetime | None = None) -> SafeString:
@@ -499,6 +539,7 @@ def skill_rows(skills, quiet_days: int) -> SafeString:
             f'<td class="counts day">{badges.counts(skill_query, skill["day"], DAY)}</td>'
             f'<td class="counts week">{badges.counts(skill_query, skill["week"], WEEK)}</td>'
             f'<td class="spark">{sparkline(skill.get("days") or [])}</td>'
+            f'<td class="num cost">{cost_html(skill.get("cost"))}</td>'
             f"<td>{flags}</td></tr>\n"
         )
     return mark_safe("".join(rows))

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import contract, cursors, jsontext, selectors
+from .. import contract, costs, cursors, jsontext, pricing, selectors
 from ..filters import STATUS_CHOICES, RunFilterSet, parameter_problems, parse_bool, stale_after
 from ..models import SkillRun, SkillRunCount, SkillRunLog
 from ..services import export
@@ -102,6 +102,7 @@ def run_list(request):
         return bad_request(request, {"after" if after else "before": [str(exc)]})
     rows, has_older, has_newer = page.rows, page.has_older, page.has_newer
     selectors.with_has_children(rows)
+    pricing.with_costs(rows)
     cap = COUNT_CAP
     if filterset.search_query is not None:
         selectors.with_search_snippets(rows, filterset.search_query)
@@ -214,6 +215,7 @@ def run_detail(request, run_id):
     size = run.output_size or 0
     if run.output_head and size <= min(OUTPUT_MARKDOWN_MAX_CHARS, selectors.TEXT_PAGE_CHARS):
         output_markdown = rendering.markdown_block(run.output_head)
+    cost = pricing.run_costs([run])[run.id]
 
     context = {
         "run": run,
@@ -225,6 +227,9 @@ def run_detail(request, run_id):
         "output_fold": presentation.is_long(run.output_head),
         "error_fold": presentation.is_long(run.error_head),
         "output_markdown": output_markdown,
+        "cost": cost,
+        "cost_text": costs.display(cost),
+        "cost_title": rendering.cost_title(cost),
         "chain": chain[:-1],
         "chain_is_cut": bool(chain) and chain[0].parent_run_id != "",
         "children": children[:CHILDREN_SHOWN],
@@ -317,6 +322,7 @@ def run_tree(request, run_id):
     now = timezone.now()
     length = presentation.tree_length(tree.preorder(), root.run.started_at, now)
     nodes = presentation.flatten_tree(root, root.run.started_at, length, now=now)
+    pricing.subtree_costs(nodes)
     context = {
         "run": run,
         "root": root.run,
@@ -327,6 +333,8 @@ def run_tree(request, run_id):
         "root_is_orphan": tree.root_is_orphan,
         "axis": rendering.axis(length, presentation.axis_ticks(length)),
         "tree_failed": sum(1 for n in nodes if presentation.run_failed(n.run)),
+        "tree_cost": costs.display(root.subtree_cost),
+        "tree_cost_title": rendering.cost_title(root.subtree_cost),
     }
     return render(request, "runs/run_tree.html", context)
 
@@ -447,6 +455,7 @@ def skill_overview(request):
     page = min(page, pages)
     skills = skills[(page - 1) * SKILLS_PAGE_SIZE : page * SKILLS_PAGE_SIZE]
     _add_sparklines(skills, now)
+    _add_costs(skills, now)
     return render(
         request,
         "runs/skills.html",
@@ -491,6 +500,17 @@ def _add_sparklines(skills: list[dict], now) -> None:
             )
             for day in (first + timedelta(days=i) for i in range(7))
         ]
+
+
+def _add_costs(skills: list[dict], now) -> None:
+    """Each skill's cost over the sparklines' 7 UTC days (today included), from the
+    trigger-kept usage buckets, for the page's skills only."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    found = pricing.skill_costs(
+        [s["id"] for s in skills], today - timedelta(days=6), today + timedelta(days=1)
+    )
+    for skill in skills:
+        skill["cost"] = found.get(skill["id"])
 
 
 def _status_counts(counts: dict[str, int]) -> list[tuple[str, int, bool]]:
