@@ -25,11 +25,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from .. import contract
 from ..managers import TRANSFER_RUN_FIELDS, TRANSFER_SUMMARY_FIELDS, RunTransfer
@@ -124,6 +126,64 @@ class _Chunks:
         return data
 
 
+_DONE = object()
+
+
+def _read_ahead(batches: Iterator[list], using: str) -> Iterator[list]:
+    """The batches of ``batches``, each read by a reader thread while the caller encodes the
+    one before: the database's work (the keyset query, its rows sent and turned into
+    tuples) overlaps Python's (JSON or CSV). Measured on PostgreSQL at 100k runs, the
+    backend spent 6.0 s of CPU and the exporting process 3.6 s, one after the other; on two
+    cores they now run side by side (bench/export.py).
+
+    The reader uses the caller's own connection (Django's thread sharing), so it reads in
+    the caller's transaction and sees what the caller sees; the caller makes no query while
+    it iterates (the exports without events, whose only queries are these batches). At most
+    one batch waits in the queue: memory is three batches (one encoded, one waiting, one
+    being read). If the consumer stops early (a client gone), the reader stops after the
+    batch it is reading.
+    """
+    connection = connections[using]
+    connection.ensure_connection()
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        connections[using] = connection  # this thread's alias: the caller's connection
+        try:
+            for batch in batches:
+                if not hand_over(batch):
+                    return
+            hand_over(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            hand_over(exc)
+
+    connection.inc_thread_sharing()
+    reader = threading.Thread(target=read, name="export-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        connection.dec_thread_sharing()
+
+
 def _runs_with_events(transfer: RunTransfer, rows: list[tuple]) -> Iterator[tuple[bool, str]]:
     """(starts a run, text) pieces of each run's JSON with its events, in the order of
     rows; memory: one batch of runs and at most EVENTS_PER_QUERY events (a batch with more
@@ -156,7 +216,11 @@ def jsonl_chunks(
     transfer = RunTransfer(using)
     out = _Chunks()
     batch_size = EVENTS_BATCH_SIZE if events else BATCH_SIZE
-    for rows in transfer.run_batches(matching, batch_size, full=True):
+    batches = transfer.run_batches(matching, batch_size, full=True)
+    if not events:
+        # Without events the batches are the only queries: read them ahead.
+        batches = _read_ahead(batches, using)
+    for rows in batches:
         if events:
             for starts_run, text in _runs_with_events(transfer, rows):
                 if starts_run and out.started:
@@ -190,7 +254,8 @@ def csv_chunks(matching, using: str = DEFAULT_DB_ALIAS, on_runs=None) -> Iterato
     text_at = [i for i, name in enumerate(CSV_COLUMNS) if name in CSV_TEXT_COLUMNS]
     started_at = CSV_COLUMNS.index("started_at")
     finished_at = CSV_COLUMNS.index("finished_at")
-    for rows in RunTransfer(using).run_batches(matching, BATCH_SIZE, full=False):
+    batches = RunTransfer(using).run_batches(matching, BATCH_SIZE, full=False)
+    for rows in _read_ahead(batches, using):
         for row in rows:
             cells = list(row)
             for i in text_at:
