@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from runs import contract
 from runs.contract import RunFilter, RunStats, SkillRun, SkillRunLog
@@ -224,3 +225,135 @@ def test_the_command_refuses_what_it_cannot_do(own_db):
     out = io.StringIO()
     call_command("partition_history", database=ALIAS, status=True, stdout=out)
     assert out.getvalue().startswith("layout: plain")
+
+
+def test_every_trigger_of_the_plain_table_is_carried_over(own_db):
+    """Whatever migration added a trigger to skill_run_logs (run counts, search, failure
+    roll-ups, token usage...), the conversion recreates it on the partitioned table: the
+    list is read from pg_trigger, not written down."""
+    query = (
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
+        "ORDER BY tgname"
+    )
+    with connections[ALIAS].cursor() as cursor:
+        cursor.execute(query, ["skill_run_logs"])
+        plain = [name for (name,) in cursor.fetchall()]
+    call_command("partition_history", database=ALIAS, stdout=io.StringIO())
+    with connections[ALIAS].cursor() as cursor:
+        cursor.execute(query, [LOGS_BY_MONTH])
+        carried = [name for (name,) in cursor.fetchall()]
+    assert plain and carried == plain
+
+
+def _add_counting_trigger(alias: str) -> None:
+    """What a migration adding a statement-level trigger on skill_run_logs does, through
+    log_tables (the rule for migrations, see runs.managers.log_tables)."""
+    from runs.managers import log_tables
+
+    with connections[alias].cursor() as cursor:
+        cursor.execute("CREATE TABLE inserted_logs_seen (n bigint NOT NULL)")
+        cursor.execute(
+            "CREATE FUNCTION count_inserted_logs() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO inserted_logs_seen SELECT count(*) FROM new_logs; "
+            "RETURN NULL; END $$"
+        )
+        for table in log_tables(connections[alias]):
+            cursor.execute(
+                f"CREATE TRIGGER count_inserted_logs AFTER INSERT ON {table} "
+                "REFERENCING NEW TABLE AS new_logs FOR EACH STATEMENT "
+                "EXECUTE FUNCTION count_inserted_logs()"
+            )
+
+
+def _inserted_logs_seen(alias: str) -> int:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(n), 0) FROM inserted_logs_seen")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("converted", ["before", "after"])
+def test_a_later_migrations_trigger_works_on_either_layout(own_db, converted):
+    """A trigger added the way log_tables says fires for every writer whether the database
+    was converted before the migration (the trigger lands on skill_run_logs_by_month) or
+    after it (the conversion carries it over)."""
+    from runs.managers import log_tables
+
+    history(own_db)
+    if converted == "before":
+        call_command("partition_history", database=ALIAS, stdout=io.StringIO())
+        assert log_tables(connections[ALIAS]) == [LOGS_BY_MONTH]
+    _add_counting_trigger(ALIAS)
+    if converted == "after":
+        call_command("partition_history", database=ALIAS, stdout=io.StringIO())
+    own_db.append_logs(
+        [SkillRunLog(run_id="m1-1", sequence=n, event_type="step") for n in (7, 8, 9)]
+    )
+    with connections[ALIAS].cursor() as cursor:  # the Go executor's plain INSERT
+        cursor.execute(
+            "INSERT INTO skill_run_logs (run_id, sequence, event_type, payload, created_at) "
+            "VALUES ('m1-1', 10, 'step', '{}', now())"
+        )
+    assert _inserted_logs_seen(ALIAS) == 4
+
+
+def _scans_in_transaction(cursor) -> dict[str, int]:
+    """Index and sequential scans of each month this transaction started (the
+    transaction-local statistics: exact, not flushed later like pg_stat_user_tables)."""
+    cursor.execute(
+        "SELECT c.relname, pg_stat_get_xact_numscans(c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+        [LOGS_BY_MONTH],
+    )
+    scans = dict(cursor.fetchall())
+    cursor.execute(
+        "SELECT i.relname, pg_stat_get_xact_numscans(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_inherits h ON h.inhrelid = x.indrelid "
+        "JOIN pg_class t ON t.oid = x.indrelid WHERE h.inhparent = %s::regclass",
+        [LOGS_BY_MONTH],
+    )
+    for name, count in cursor.fetchall():
+        month = name.split("_")[3] if name.startswith("skill_run_logs_m") else name
+        scans[f"index {month}"] = scans.get(f"index {month}", 0) + count
+    return scans
+
+
+def test_a_purge_batch_reads_only_the_months_of_its_runs(own_db):
+    """A batch's logs DELETE and the cascade from its runs' DELETE carry the batch's
+    started_at range, so the planner keeps only the months it spans (the partition key):
+    the other months are not even opened."""
+    history(own_db)
+    call_command("partition_history", database=ALIAS, stdout=io.StringIO())
+    runs = RunRow.objects.db_manager(ALIAS)
+    with transaction.atomic(using=ALIAS), connections[ALIAS].cursor() as cursor:
+        before = _scans_in_transaction(cursor)
+        assert runs.purge_batch(MONTHS[1] + timedelta(hours=2), MONTHS[1], 10) == (2, 8)
+        after = _scans_in_transaction(cursor)
+    touched = {name for name, count in after.items() if count != before.get(name, 0)}
+    assert touched and all("202604" in name for name in touched), touched
+    # A plain DELETE of runs (any writer) cascades with the same pruning.
+    with transaction.atomic(using=ALIAS), connections[ALIAS].cursor() as cursor:
+        before = _scans_in_transaction(cursor)
+        cursor.execute("DELETE FROM skill_runs WHERE id IN ('m2-3', 'm2-4')")
+        after = _scans_in_transaction(cursor)
+    touched = {name for name, count in after.items() if count != before.get(name, 0)}
+    assert touched and all("202605" in name for name in touched), touched
+    assert not LogRow.objects.using(ALIAS).filter(run_id__in=["m2-3", "m2-4"]).exists()
+    assert LogRow.objects.using(ALIAS).count() == 80 - 16
+
+
+def test_a_dropped_month_is_not_read_and_counts_as_its_estimate(own_db):
+    """Months with statistics are dropped without a count(*) (the planner's estimate of
+    their rows is reported); the first batch's on_batch reports them with its own rows."""
+    history(own_db)
+    call_command("partition_history", database=ALIAS, stdout=io.StringIO())
+    with connections[ALIAS].cursor() as cursor:
+        cursor.execute(f"ANALYZE {LOGS_BY_MONTH}")
+    reported = []
+    cutoff = MONTHS[2] - timedelta(days=1)  # March and April: 10 runs, 40 logs
+    with CaptureQueriesContext(connections[ALIAS]) as queries:
+        runs, logs = purge.purge_started_before(
+            cutoff, batch_size=4, using=ALIAS, on_batch=lambda *t: reported.append(t)
+        )
+    assert (runs, logs) == (10, 40)  # analyzed just now: the estimate is exact
+    assert reported[0] == (4, 40) and reported[-1] == (10, 40)
+    assert not [q["sql"] for q in queries.captured_queries if "count(" in q["sql"].lower()]

@@ -40,7 +40,8 @@ def purge_started_before(
     workers: int = 1,
     using: str = DEFAULT_DB_ALIAS,
 ) -> tuple[int, int]:
-    """Delete runs started before t and their logs; returns (runs, logs) deleted.
+    """Delete runs started before t and their logs; returns (runs, logs) deleted (with
+    month partitions, the logs of whole months dropped are PostgreSQL's estimate).
 
     Works in id batches, one transaction per batch (logs first, then their runs), so
     memory stays flat, a kill at any moment leaves no orphaned logs, and running it
@@ -65,16 +66,18 @@ def purge_started_before(
 
 def _drop_whole_months(t: datetime, totals: _RunningTotals, using: str) -> None:
     """With month partitions (manage.py partition_history): the months of logs that end
-    before t go whole, a DROP TABLE each (a month of 10M events in well under a second,
-    see bench/RESULTS.md); the batches below then delete those months' runs, finding no
-    logs left, and the boundary month's runs and logs as before. Killed between the two,
-    runs of a dropped month are left without their logs until the purge runs again."""
+    before t go whole, a DROP TABLE each, never read (their rows are PostgreSQL's estimate,
+    see LogPartitions.drop_months_before; bench/RESULTS.md, "Month partitions"); the
+    batches below then delete those months' runs, finding no logs left, and the boundary
+    month's runs and logs as before. The dropped rows join the totals that the first
+    batch's on_batch reports (a dropped month always has runs left to delete, so a batch
+    follows): on_batch stays "after each batch's commit". Killed between the two, runs of
+    a dropped month are left without their logs until the purge runs again."""
     partitions = LogPartitions(using)
     if partitions.state() != "partitioned":
         return
     for _name, rows in partitions.drop_months_before(t):
-        if rows:  # an empty month is no progress to report
-            totals.add(0, rows)
+        totals.add(0, rows, report=False)
 
 
 def ensure_months(months_ahead: int = 3, using: str = DEFAULT_DB_ALIAS) -> list[str]:
@@ -153,9 +156,9 @@ class _RunningTotals:
         self.on_batch = on_batch
         self.lock = threading.Lock()
 
-    def add(self, runs: int, logs: int) -> None:
+    def add(self, runs: int, logs: int, report: bool = True) -> None:
         with self.lock:
             self.runs += runs
             self.logs += logs
-            if self.on_batch is not None:
+            if report and self.on_batch is not None:
                 self.on_batch(self.runs, self.logs)

@@ -81,6 +81,8 @@ class Command(BaseCommand):
         if state == "plain":
             partitions.setup(months_ahead)
             self.stdout.write("Created skill_run_logs_by_month; moving the rows over.")
+        elif state == "partitioned":
+            partitions.refresh()
         moved = batches = 0
         started = last = time.monotonic()
         while max_batches is None or batches < max_batches:
