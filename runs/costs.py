@@ -22,9 +22,11 @@ OpenAI and OpenTelemetry report them. Cached input is billed at the cached price
 the input price, thinking at the thinking price instead of the output price; a price left
 empty (None) bills them at the input or output price, which is how most providers list
 reasoning tokens (Anthropic's output_tokens include thinking too). A part larger than its
-whole can only have been counted apart (the demo's steps, a writer that reports thinking
-beside output): it is then billed in addition to the whole, never capped or subtracted
-into a negative amount.
+whole is capped at the whole (``cached`` at ``input``, ``thinking`` at ``output``), so a
+cost is never negative. With the capping the cost is linear in each row's token counts:
+summing rows before charging them (per bucket, per skill) gives the same exact amount as
+charging each run, and with no thinking price set the split of output into thinking never
+changes a cost.
 
 Usage that cannot be priced (no model named, a model no row matches, or no row valid yet at
 the step's time) is never counted as 0: the :class:`Cost` carries its step and token counts
@@ -358,13 +360,8 @@ def charge(price: Price, usage: Usage) -> Decimal:
     c = _CONTEXT
     inp = max(usage.input_tokens, 0)
     out = max(usage.output_tokens, 0)
-    cached = max(usage.cached_input_tokens, 0)
-    thinking = max(usage.thinking_tokens, 0)
-    # A part larger than its whole was counted apart from it (module docstring).
-    if cached > inp:
-        inp += cached
-    if thinking > out:
-        out += thinking
+    cached = min(max(usage.cached_input_tokens, 0), inp)
+    thinking = min(max(usage.thinking_tokens, 0), out)
     cached_price = (
         price.input_per_million
         if price.cached_input_per_million is None

@@ -193,41 +193,37 @@ def test_empty_cached_and_thinking_prices_bill_at_input_and_output_prices():
     assert with_parts.amount() == without.amount() == Decimal(100 * 3 + 50 * 15) / 1_000_000
 
 
-def test_parts_larger_than_their_whole_are_billed_besides_it_never_negative():
+def test_parts_larger_than_their_whole_are_capped_never_negative():
     table = PriceTable(
         [
             price(
                 "m",
                 "3",
                 "15",
-                cached_input_per_million=Decimal("0.3"),
-                thinking_per_million=Decimal("20"),
+                cached_input_per_million=Decimal(0),
+                thinking_per_million=Decimal(0),
             )
         ]
     )
-    apart = table.cost(
+    cost = table.cost(
         [
             Usage(
                 "m", T0, input_tokens=10, cached_input_tokens=50, output_tokens=5, thinking_tokens=9
             )
         ]
     )
-    # 50 cached beside 10 input, 9 thinking beside 5 output
-    expected = (10 * Decimal(3) + 50 * Decimal("0.3") + 5 * Decimal(15) + 9 * Decimal(20)) / 10**6
-    assert apart.amount() == expected > 0
-    included = table.cost(
-        [
-            Usage(
-                "m",
-                T0,
-                input_tokens=60,
-                cached_input_tokens=50,
-                output_tokens=14,
-                thinking_tokens=9,
-            )
-        ]
-    )
-    assert included.amount() == expected
+    assert cost.amount() == Decimal(0)
+    assert not cost.partly_unpriced
+
+
+def test_without_a_thinking_price_the_thinking_split_never_changes_a_cost():
+    table = PriceTable([price("m", "3", "15")])
+    counts = [(100, 0), (100, 60), (100, 100), (100, 900)]
+    amounts = {
+        table.cost([Usage("m", T0, output_tokens=out, thinking_tokens=th)]).amount()
+        for out, th in counts
+    }
+    assert amounts == {Decimal(100 * 15) / 10**6}
 
 
 def test_currencies_are_kept_apart_and_add_up_separately():
@@ -377,3 +373,45 @@ def test_the_shipped_file_is_dated_sourced_and_prices_well_known_models():
     )
     assert table.price_for("gemini-2.5-flash-lite", after).model == "gemini-2.5-flash-lite*"
     assert table.price_for("gpt-5-pro", after) is None
+
+
+def test_summing_rows_before_charging_equals_charging_each_row():
+    """Buckets and skills are priced from summed rows (runs.selectors.ModelUsage): the
+    capped parts make the charge linear, so both give the same exact amount."""
+    import random
+
+    rng = random.Random(18)
+    table = PriceTable(
+        [
+            price(
+                "m",
+                "2.5",
+                "10",
+                cached_input_per_million=Decimal("1.25"),
+                thinking_per_million=Decimal("12"),
+            )
+        ]
+    )
+    rows = []
+    for _ in range(200):
+        inp, out = rng.randint(0, 10_000), rng.randint(0, 3_000)
+        rows.append(
+            Usage(
+                "m",
+                T0,
+                input_tokens=inp,
+                output_tokens=out,
+                cached_input_tokens=rng.randint(0, inp),
+                thinking_tokens=rng.randint(0, out),
+            )
+        )
+    summed = Usage(
+        "m",
+        T0,
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=sum(r.output_tokens for r in rows),
+        cached_input_tokens=sum(r.cached_input_tokens for r in rows),
+        thinking_tokens=sum(r.thinking_tokens for r in rows),
+        steps=len(rows),
+    )
+    assert table.cost(rows).amount() == table.cost([summed]).amount() > 0

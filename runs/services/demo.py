@@ -309,12 +309,17 @@ class Planner:
     def _step(self, run: PlannedRun, model: str, thinks: bool, heavy: bool = False, **content):
         run.wait(self.rng.uniform(0.8, 6.0))
         scale = 20 if heavy else 1
+        input_tokens = self.rng.randint(400, 6000) * scale
+        answer_tokens = self.rng.randint(40, 1200)
+        thinking_tokens = self.rng.randint(200, 4000) if thinks else 0
+        # As providers report them: output counts the thinking too (runs/costs.py prices
+        # thinking as a part of output).
         run.emit(
             "step",
             model=model,
-            input_tokens=self.rng.randint(400, 6000) * scale,
-            output_tokens=self.rng.randint(40, 1200),
-            thinking_tokens=self.rng.randint(200, 4000) if thinks else 0,
+            input_tokens=input_tokens,
+            output_tokens=answer_tokens + thinking_tokens,
+            thinking_tokens=thinking_tokens,
             **content,
         )
 
