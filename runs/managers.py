@@ -537,12 +537,13 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             # heap from the start, past the dead rows of every earlier batch), and a
             # purge cut short leaves a clean "everything before X is gone" boundary
             # (one per range with several workers).
-            ids = list(
+            locked = list(
                 doomed.order_by("started_at")
                 .select_for_update()
-                .values_list("pk", flat=True)[:batch_size]
+                .values_list("pk", "started_at")[:batch_size]
             )
-            return self._delete_locked(ids)
+            started = (locked[0][1], locked[-1][1]) if locked else None
+            return self._delete_locked([pk for pk, _ in locked], started)
 
     def delete_with_logs(self, run_ids: Sequence[str]) -> tuple[int, int]:
         """Delete these runs and their logs in one transaction; returns (runs, logs).
@@ -555,12 +556,19 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
                 self.filter(pk__in=list(run_ids))
                 .order_by()
                 .select_for_update()
-                .values_list("pk", flat=True)
+                .values_list("pk", "started_at")
             )
-            return self._delete_locked(locked)
+            started = [at for _, at in locked]
+            return self._delete_locked(
+                [pk for pk, _ in locked], (min(started), max(started)) if started else None
+            )
 
-    def _delete_locked(self, ids: list[str]) -> tuple[int, int]:
+    def _delete_locked(
+        self, ids: list[str], started: tuple[datetime, datetime] | None = None
+    ) -> tuple[int, int]:
         """Logs first, then their runs; the caller holds the transaction and the row locks.
+        ``started``: the first and last started_at of these runs, when the caller knows
+        them (with month partitions the logs' DELETE then reads only those months).
 
         The locks matter on PostgreSQL: append() locks its run before inserting, so an
         append racing this delete either commits before the log DELETE (whose snapshot then
@@ -578,7 +586,11 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             logs_table = connection.ops.quote_name(logs.model._meta.db_table)
             runs_table = connection.ops.quote_name(self.model._meta.db_table)
             with connection.cursor() as cursor:
-                cursor.execute(f"DELETE FROM {logs_table} WHERE run_id = ANY(%s)", [ids])
+                month_logs = LogPartitions(self.db).logs_delete(cursor, ids, started)
+                if month_logs is not None:
+                    cursor.execute(*month_logs)
+                else:
+                    cursor.execute(f"DELETE FROM {logs_table} WHERE run_id = ANY(%s)", [ids])
                 logs_deleted = cursor.rowcount
                 cursor.execute(f"DELETE FROM {runs_table} WHERE id = ANY(%s)", [ids])
                 return cursor.rowcount, logs_deleted
@@ -1552,6 +1564,23 @@ LOGS_KEY = "run_started_at"
 MONTH_PREFIX = "skill_run_logs_m"
 
 
+def log_tables(connection) -> list[str]:
+    """The tables that hold skill_run_logs' rows, for a migration's DDL on it (triggers,
+    indexes, columns): ["skill_run_logs"] as migrated; with month partitions
+    (LogPartitions) skill_run_logs is a view, and a trigger or index goes on
+    skill_run_logs_by_month (PostgreSQL passes both on to every month), plus the old table
+    while a conversion is moving rows. The rule for every migration that touches
+    skill_run_logs on PostgreSQL: ``for table in log_tables(schema_editor.connection):``.
+    A database converted after the migration needs nothing: the conversion carries every
+    trigger and index of the plain table over (LogPartitions.setup)."""
+    if connection.vendor != "postgresql":
+        return [LOGS_VIEW]
+    state = LogPartitions(connection.alias).state()
+    if state == "plain":
+        return [LOGS_VIEW]
+    return [LOGS_BY_MONTH] + ([LOGS_UNPARTITIONED] if state == "migrating" else [])
+
+
 def _month_start(value: datetime) -> datetime:
     value = value.astimezone(UTC)
     return datetime(value.year, value.month, 1, tzinfo=UTC)
@@ -1618,6 +1647,33 @@ class LogPartitions:
             if self._relkind(cursor, LOGS_UNPARTITIONED) is not None:
                 return "migrating"
             return "partitioned"
+
+    def logs_delete(
+        self, cursor, run_ids: list[str], started: tuple[datetime, datetime] | None
+    ) -> tuple[str, list] | None:
+        """The DELETE of these runs' logs that reads only the months of ``started`` (the
+        first and last started_at of the runs), as (sql, params); None unless the logs are
+        partitioned (the caller deletes through skill_run_logs then).
+
+        Through the view a ``run_id = ANY(...)`` DELETE cannot prune: it probes the run_id
+        index of every month for every id. The partition key range (the batch's runs are
+        locked, so their started_at cannot move) lets the planner keep only the months it
+        spans: one, for a purge's oldest-first batches.
+        """
+        if started is None or self.connection.vendor != "postgresql":
+            return None
+        cursor.execute(
+            "SELECT c.relkind = 'p' AND to_regclass(%s) IS NULL FROM pg_class c "
+            "WHERE c.oid = to_regclass(%s)",
+            [LOGS_UNPARTITIONED, LOGS_BY_MONTH],
+        )
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            return None
+        return (
+            f"DELETE FROM {LOGS_BY_MONTH} WHERE run_id = ANY(%s) AND {LOGS_KEY} BETWEEN %s AND %s",
+            [run_ids, *started],
+        )
 
     def partitions(self) -> list[tuple[str, datetime | None, datetime | None, int]]:
         """(name, from, to, estimated rows) of each partition, oldest first; the DEFAULT
@@ -1871,16 +1927,32 @@ class LogPartitions:
                 "FOR EACH ROW EXECUTE FUNCTION skill_run_logs_view_delete()"
             )
 
+    def refresh(self) -> None:
+        """Once partitioned: the triggers on skill_runs that stand in for the foreign key,
+        reinstalled as this version of the code writes them (``manage.py partition_history``
+        on a partitioned database does it, so a database converted by an older version
+        gets the pruning cascade)."""
+        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '10s'")
+            self._install_run_triggers(cursor)
+
     def _install_run_triggers(self, cursor) -> None:
         """The foreign key's duties, as triggers on skill_runs (see the class docstring)."""
         # One statement (the carried-over statement triggers fire once), as index probes
-        # on run_id in each partition: a join would let the planner hash-join every
-        # partition whole, and a range on the partition key made it walk the primary key.
+        # on run_id: a join would let the planner hash-join every partition whole. The
+        # partition key's range (the deleted runs' first and last started_at, passed as
+        # values) prunes the months no deleted run started in: a purge batch's runs lie
+        # in one month, so its cascade reads one partition, not all of them; as a
+        # condition alone (no run_id) the same range made the planner walk the primary key.
         cursor.execute(
             "CREATE OR REPLACE FUNCTION skill_run_logs_cascade() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {LOGS_BY_MONTH} "
-            "WHERE run_id = ANY (ARRAY(SELECT id FROM gone_runs)); RETURN NULL; END $$"
+            "LANGUAGE plpgsql AS $$ DECLARE first_start timestamptz; last_start timestamptz; "
+            "BEGIN SELECT min(started_at), max(started_at) INTO first_start, last_start "
+            "FROM gone_runs; IF first_start IS NULL THEN RETURN NULL; END IF; "
+            f"DELETE FROM {LOGS_BY_MONTH} WHERE run_id = ANY (ARRAY(SELECT id FROM gone_runs)) "
+            f"AND {LOGS_KEY} BETWEEN first_start AND last_start; RETURN NULL; END $$"
         )
+        cursor.execute("DROP TRIGGER IF EXISTS skill_run_logs_cascade ON skill_runs")
         cursor.execute(
             "CREATE TRIGGER skill_run_logs_cascade AFTER DELETE ON skill_runs "
             "REFERENCING OLD TABLE AS gone_runs FOR EACH STATEMENT "
@@ -1890,6 +1962,7 @@ class LogPartitions:
             "CREATE OR REPLACE FUNCTION skill_run_logs_truncate() RETURNS trigger "
             f"LANGUAGE plpgsql AS $$ BEGIN TRUNCATE {LOGS_BY_MONTH}; RETURN NULL; END $$"
         )
+        cursor.execute("DROP TRIGGER IF EXISTS skill_run_logs_truncate ON skill_runs")
         cursor.execute(
             "CREATE TRIGGER skill_run_logs_truncate AFTER TRUNCATE ON skill_runs "
             "FOR EACH STATEMENT EXECUTE FUNCTION skill_run_logs_truncate()"
@@ -1904,6 +1977,7 @@ class LogPartitions:
             f"UPDATE {LOGS_BY_MONTH} SET {LOGS_KEY} = NEW.started_at "
             f"WHERE run_id = OLD.id AND {LOGS_KEY} = OLD.started_at; RETURN NULL; END $$"
         )
+        cursor.execute("DROP TRIGGER IF EXISTS skill_run_logs_follow_run ON skill_runs")
         cursor.execute(
             "CREATE TRIGGER skill_run_logs_follow_run AFTER UPDATE OF id, started_at "
             "ON skill_runs FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR "
@@ -2018,18 +2092,36 @@ class LogPartitions:
     def drop_months_before(self, cutoff: datetime) -> list[tuple[str, int]]:
         """Drop every month partition that ends at or before ``cutoff``: all its logs belong
         to runs started before it. Returns (partition, rows dropped). The runs themselves
-        are deleted afterwards by purge_batch, which then finds no logs to delete. Each
-        drop is its own short transaction (an ACCESS EXCLUSIVE lock on the parent for a
-        moment; lock_timeout keeps it from queueing writers for long)."""
+        are deleted afterwards by purge_batch, which then finds no logs to
+        delete. Each drop is its own short transaction (an ACCESS EXCLUSIVE lock on the
+        parent for a moment; lock_timeout keeps it from queueing writers for long).
+
+        A month is never read: its rows are PostgreSQL's estimate (the planner's own:
+        rows per page at the last VACUUM or ANALYZE times the pages it has now; autovacuum
+        analyzes a partition once 10% of it changed, so the figure is within a few
+        percent). An exact count(*) walked the whole month at ~1M rows/s under load,
+        which was most of the drop's time (bench/RESULTS.md, "Month partitions"); a DROP
+        itself costs the same for 1 row as for 10M. A month never analyzed (small, or
+        just filled) is counted exactly.
+        """
         dropped = []
         for name, _start, end, _estimate in self.partitions():
             if end is None or end > cutoff:
                 continue
             with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '10s'")
-                cursor.execute("SET LOCAL statement_timeout = 0")  # the count of a big month
-                cursor.execute(f"SELECT count(*) FROM {name}")
+                cursor.execute(
+                    "SELECT CASE WHEN c.reltuples < 0 THEN -1 WHEN c.relpages = 0 THEN "
+                    "c.reltuples ELSE c.reltuples / c.relpages * (pg_relation_size(c.oid) / "
+                    "current_setting('block_size')::int) END::bigint FROM pg_class c "
+                    "WHERE c.oid = %s::regclass",
+                    [name],
+                )
                 rows = cursor.fetchone()[0]
+                if rows < 0:  # never analyzed: small, or just filled
+                    cursor.execute("SET LOCAL statement_timeout = 0")
+                    cursor.execute(f"SELECT count(*) FROM {name}")
+                    rows = cursor.fetchone()[0]
                 cursor.execute(f"DROP TABLE {name}")
             dropped.append((name, rows))
         return dropped
