@@ -118,7 +118,7 @@ def _rgb(hex_colour: str) -> str:
 def test_a_bar_opens_the_list_filtered_to_its_runs(page, data, look):
     page.goto("/stats/?window=24h")
     segments = page.locator('#chart-runs svg.chart a[href*="status="]')
-    labels = segments.evaluate_all("as => as.map(a => a.getAttribute('aria-label'))")
+    labels = segments.evaluate_all("as => as.map(a => a.querySelector('title').textContent)")
     assert labels
     # The biggest segment: a status in an hour, with its count at the end of its label.
     numbers = [int(label.rsplit(" ", 1)[1].replace("\u2009", "")) for label in labels]

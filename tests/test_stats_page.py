@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
@@ -15,10 +16,10 @@ from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from runs import selectors
+from runs import costs, selectors
 from runs.filters import StatsParameters
 from runs.formats import count, seconds
-from runs.web import charts
+from runs.web import charts, stats_views
 from tests.dashboard_data import make_viewer, record_run
 from tests.test_views import ids_on
 
@@ -317,12 +318,12 @@ def table_rows(markup: str, ident: str) -> list[list[tuple[str, str]]]:
 
 
 def chart_links(markup: str, ident: str) -> list[tuple[str, str]]:
-    """(href, aria-label) of every link drawn in one chart's SVG."""
+    """(href, title) of every link drawn in one chart's SVG."""
     figure = markup.split(f'<figure class="chart" id="{ident}">', 1)[1]
     figure = figure.split('<svg class="chart', 1)[1].split("</svg>", 1)[0]
     return [
         (html.unescape(href), html.unescape(label))
-        for href, label in re.findall(r'<a href="([^"]*)" aria-label="([^"]*)">', figure)
+        for href, label in re.findall(r'<a href="([^"]*)"><title>([^<]*)</title>', figure)
     ]
 
 
@@ -502,3 +503,61 @@ def test_the_page_asks_as_many_queries_for_many_skills_as_for_few(client, viewer
     for index in range(12):
         record_run(f"more-{index}", skill=f"skill-{index}", minutes=15 + index * 20)
     assert queries() == few
+
+
+def test_past_part_links_max_columns_only_whole_bars_are_links():
+    many = [
+        column(f"day {i:03d}", 2, 1, href=f"/runs/?b={i}") for i in range(charts.PART_LINKS_MAX + 1)
+    ]
+    hrefs = [a["href"] for a, _ in Elements(str(charts.stacked_bars(day_chart(many)))).tags("a")]
+    assert not [h for h in hrefs if "status=" in h]
+    # Each bar in the drawing and each row of the table.
+    assert len(hrefs) == 2 * len(many)
+    few = many[: charts.PART_LINKS_MAX]
+    hrefs = [a["href"] for a, _ in Elements(str(charts.stacked_bars(day_chart(few)))).tags("a")]
+    assert len([h for h in hrefs if "status=" in h]) == 2 * len(few)
+
+
+# --- pricing the page's usage ------------------------------------------------------------
+
+
+def test_the_pages_pricer_equals_pricing_bucket_by_bucket():
+    """stats_views.Pricer sums rows priced alike before charging: the same Decimal as
+    runs.costs's PriceTable.cost_at bucket by bucket, across a price change, patterns,
+    two currencies, unknown models and parts larger than their wholes."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    change = start + timedelta(hours=30)
+    table = costs.PriceTable(
+        [
+            costs.Price("gpt-4o*", start, Decimal("2.50"), Decimal("10.00"), Decimal("1.25")),
+            costs.Price("gpt-4o*", change, Decimal("2.00"), Decimal("8.00"), Decimal("1.00")),
+            costs.Price("gpt-4o-mini", start, Decimal("0.15"), Decimal("0.60")),
+            costs.Price(
+                "claude-x", start, Decimal("3"), Decimal("15"), None, Decimal("12"), currency="EUR"
+            ),
+        ]
+    )
+    rows = []
+    for hour in range(60):
+        at = start + timedelta(hours=hour)
+        rows.append(
+            (
+                at,
+                tuple(
+                    selectors.ModelUsage(model, 1, 1 + hour % 3, inp, out, cached, thinking)
+                    for model, inp, out, cached, thinking in (
+                        ("gpt-4o", 1000 + hour, 300, 200, 0),
+                        ("gpt-4o-mini", 7 * hour, 11, 900 * (hour % 2), 0),  # cached > input
+                        ("claude-x", 500, 100 + hour, 0, 40 + 2 * hour),
+                        ("mystery", 10, 10, 0, 0),
+                        ("", 5, hour, 0, 0),
+                    )
+                    if not (model == "claude-x" and hour % 5 == 0)
+                ),
+            )
+        )
+    expected = sum((table.cost_at(usages, at) for at, usages in rows), costs.Cost())
+    got = stats_views.Pricer(table).cost(rows)
+    assert got == expected
+    assert set(dict(got.amounts)) == {"USD", "EUR"} and got.partly_unpriced
+    assert got.unpriced_models == frozenset({"mystery", ""})

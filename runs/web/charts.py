@@ -113,6 +113,8 @@ BAR_SHARE = 0.76
 # Category bars (per skill): one row per category, this tall.
 ROW, ROW_BAR = 34, 12
 CATEGORY_ROWS = 20
+# Parts of a bar link to their own runs up to this many columns (the bar always does).
+PART_LINKS_MAX = 200
 # Axis labels this close (percent of the width) to an edge are aligned to it.
 EDGE = 4.0
 
@@ -141,11 +143,12 @@ def _y(value: float, top: float) -> float:
 
 
 def _link(href: str, inner: str, label: str) -> str:
-    """A link around ``inner`` (SVG <a>, focusable, titled) or a plain group without one."""
+    """A link around ``inner`` (SVG <a>, focusable; its <title> is its name and its
+    tooltip) or a plain group without one."""
     title = f"<title>{esc(label)}</title>"
     if not href:
         return f"<g>{title}{inner}</g>"
-    return f'<a href="{esc(href)}" aria-label="{esc(label)}">{title}{inner}</a>'
+    return f'<a href="{esc(href)}">{title}{inner}</a>'
 
 
 def _value(chart: Chart, value: Number | None) -> str:
@@ -269,6 +272,9 @@ def stacked_bars(chart: Chart) -> SafeString:
     slot = 100 / len(chart.columns)
     width = slot * BAR_SHARE
     grid, labels = _grid(chart, top)
+    # Past PART_LINKS_MAX columns a bar is under 3 px wide at 1,440 px: its parts are too
+    # thin to aim at, and their links would be most of the page's weight.
+    detailed = len(chart.columns) <= PART_LINKS_MAX
     bars = []
     for index, column in enumerate(chart.columns):
         x = index * slot + (slot - width) / 2
@@ -286,7 +292,7 @@ def stacked_bars(chart: Chart) -> SafeString:
             height = PLOT * float(part.value) / top
             y -= height
             drawn += _link(
-                part.href,
+                part.href if detailed else "",
                 f'<rect class="{esc(series_class(part.series))}" x="{_percent(x)}"'
                 f' y="{y:.2f}" width="{_percent(width)}" height="{height:.2f}"></rect>',
                 f"{column.label}: {_series_label(chart, part.series)} {_value(chart, part.value)}",
