@@ -2853,17 +2853,23 @@ class SkillRunStatManager(models.Manager):
         statuses: Sequence[str] = (),
         top_level_only: bool = True,
     ) -> tuple[list[tuple], list[tuple], list[tuple]]:
-        """The window's numbers, per (period, skill):
+        """The window's numbers, grouped twice: per period (the series) and per skill
+        (the window's skills), so a 30-day read returns ~30 + ~skills rows per status or
+        bin, not days x skills x bins (PostgreSQL: one scan with GROUPING SETS):
 
         - runs: (period, skill, status, runs, input, output, thinking tokens)
         - runtimes: (period, skill, bin, runs)
+
+        where exactly one of period and skill is None in each row; and
         - usage: (period, skill, model, runs, steps, input, output, cached input, thinking)
+          per period and skill (for pricing each skill's usage at each bucket's start).
 
         ``since`` and ``until`` must be whole ``span``s (the caller rounds them).
         """
         connection = connections[self.db]
         exact = bool(caller_id or channel_id or statuses)
         adapt = connection.ops.adapt_datetimefield_value
+        run_sums = ", ".join(RUN_TOKENS)
         if exact:
             where = ["r.started_at >= %s", "r.started_at < %s"]
             params: list = [adapt(since), adapt(until)]
@@ -2882,15 +2888,15 @@ class SkillRunStatManager(models.Manager):
                 where.append("r.parent_run_id = ''")
             condition = " AND ".join(where)
             period = self._period(span, "r.started_at")
-            runs_sql = (
-                f"SELECT {period}, r.skill_id, r.status, COUNT(*), "
-                + ", ".join(f"SUM(r.total_{t})" for t in RUN_TOKENS)
-                + f" FROM skill_runs r WHERE {condition} GROUP BY 1, 2, 3"
+            runs_source = (
+                f"SELECT {period} AS period, r.skill_id AS skill_id, r.status AS k, 1 AS runs, "
+                + ", ".join(f"r.total_{t} AS {t}" for t in RUN_TOKENS)
+                + f" FROM skill_runs r WHERE {condition}"
             )
-            runtime_sql = (
-                f"SELECT {period}, r.skill_id, "
-                f"{self._sql().runtime_bin('r.runtime_seconds')}, COUNT(*) FROM skill_runs r "
-                f"WHERE {condition} AND r.status <> 'running' GROUP BY 1, 2, 3"
+            runtime_source = (
+                f"SELECT {period} AS period, r.skill_id AS skill_id, "
+                f"{self._sql().runtime_bin('r.runtime_seconds')} AS k, 1 AS runs "
+                f"FROM skill_runs r WHERE {condition} AND r.status <> 'running'"
             )
             usage_sql = (
                 f"SELECT {period}, r.skill_id, u.model, COUNT(*), SUM(u.steps), "
@@ -2908,25 +2914,46 @@ class SkillRunStatManager(models.Manager):
                 where.append("top_level = %s")
                 params.append(True)
             condition = " AND ".join(where)
-            runs_sql = (
-                "SELECT period_start, skill_id, status, SUM(runs), "
-                + ", ".join(f"SUM({t})" for t in RUN_TOKENS)
-                + f" FROM skill_run_stats WHERE {condition} GROUP BY 1, 2, 3"
+            runs_source = (
+                f"SELECT period_start AS period, skill_id, status AS k, runs, {run_sums} "
+                f"FROM skill_run_stats WHERE {condition}"
             )
-            runtime_sql = (
-                "SELECT period_start, skill_id, bin, SUM(runs) FROM skill_run_runtimes "
-                f"WHERE {condition} GROUP BY 1, 2, 3"
+            runtime_source = (
+                "SELECT period_start AS period, skill_id, bin AS k, runs "
+                f"FROM skill_run_runtimes WHERE {condition}"
             )
             usage_sql = (
                 "SELECT period_start, skill_id, model, SUM(runs), SUM(steps), "
                 + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
                 + f" FROM skill_model_usage_stats WHERE {condition} GROUP BY 1, 2, 3"
             )
+        sums = ", ".join(f"SUM({t})" for t in RUN_TOKENS)
         results = []
         with connection.cursor() as cursor:
-            for sql in (runs_sql, runtime_sql, usage_sql):
-                cursor.execute(sql, params)
-                results.append([(_as_utc(row[0]), *row[1:]) for row in cursor.fetchall()])
+            for source, extra in ((runs_source, f", {sums}"), (runtime_source, "")):
+                if connection.vendor == "postgresql":
+                    sql = (
+                        f"SELECT period, skill_id, k, SUM(runs){extra} FROM ({source}) s "
+                        "GROUP BY GROUPING SETS ((period, k), (skill_id, k))"
+                    )
+                    query_params = params
+                else:
+                    sql = (
+                        f"SELECT period, NULL, k, SUM(runs){extra} FROM ({source}) s "
+                        f"GROUP BY period, k UNION ALL "
+                        f"SELECT NULL, skill_id, k, SUM(runs){extra} FROM ({source}) s "
+                        "GROUP BY skill_id, k"
+                    )
+                    query_params = params + params
+                cursor.execute(sql, query_params)
+                results.append(
+                    [
+                        (None if row[0] is None else _as_utc(row[0]), *row[1:])
+                        for row in cursor.fetchall()
+                    ]
+                )
+            cursor.execute(usage_sql, params)
+            results.append([(_as_utc(row[0]), *row[1:]) for row in cursor.fetchall()])
         return results[0], results[1], results[2]
 
     def rebuild(self) -> int:

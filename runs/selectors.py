@@ -628,12 +628,19 @@ def stats_series(query: StatsQuery) -> StatsSeries:
     skills: dict[str, _Accumulator] = {}
     skill_buckets: dict[str, dict[datetime, dict[str, ModelUsage]]] = {}
     totals = _Accumulator()
+    # Each runs/runtimes row is either a period's (skill None) or a skill's (period None).
     for start, skill_id, status, n, *tokens in runs:
         n, tokens = int(n), [int(t or 0) for t in tokens]
-        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
+        if start is None:
+            _skill(skills, skill_id).add_runs(status, n, tokens)
+            continue
+        for acc in (points.setdefault(start, _Accumulator()), totals):
             acc.add_runs(status, n, tokens)
     for start, skill_id, bin_number, n in runtimes:
-        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
+        if start is None:
+            _skill(skills, skill_id).add_runtime(int(bin_number), int(n))
+            continue
+        for acc in (points.setdefault(start, _Accumulator()), totals):
             acc.add_runtime(int(bin_number), int(n))
     for start, skill_id, model, *numbers in usage:
         row = ModelUsage(model, *(int(x or 0) for x in numbers))

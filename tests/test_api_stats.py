@@ -266,3 +266,25 @@ def test_usage_by_run_for_the_cost_column(runs):
         selectors.ModelUsage("gpt-4o", 1, 1, 1000, 500, 0, 0),
     )
     assert usage["run-001"] == (selectors.ModelUsage("gpt-4o", 1, 2, 2000, 1000, 0, 0),)
+
+
+@pytest.mark.parametrize("params", [{}, {"caller": "alice"}])
+def test_per_skill_numbers_over_the_window_match_the_runs(runs, params):
+    parsed = selectors.StatsQuery(
+        since=DAY, until=DAY + timedelta(days=3), bucket="day", caller_id=params.get("caller", "")
+    )
+    series = selectors.stats_series(parsed)
+    keep = [
+        r for r in runs if not r.parent_run_id and r.caller_id == params.get("caller", r.caller_id)
+    ]
+    by_skill = {s.skill_id: s for s in series.skills}
+    assert set(by_skill) == {r.skill_id for r in keep}
+    for skill_id, got in by_skill.items():
+        mine = [r for r in keep if r.skill_id == skill_id]
+        assert got.runs == dict(Counter(r.status for r in mine))
+        assert got.input_tokens == sum(r.total_input_tokens for r in mine)
+        finished = [r.runtime_seconds for r in mine if r.status != "running"]
+        exact = nearest_rank(finished, 0.95)
+        assert abs(got.runtime_p95 - exact) / exact <= 0.049
+        assert sum(u.steps for u in got.usage) == 2 * len(mine)  # two steps per run
+    assert series.totals.total_runs == len(keep)
