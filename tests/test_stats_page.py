@@ -19,6 +19,7 @@ from django.urls import reverse
 from runs import costs, selectors
 from runs.filters import StatsParameters
 from runs.formats import count, seconds
+from runs.models import ModelPrice
 from runs.web import charts, stats_views
 from tests.dashboard_data import make_viewer, record_run
 from tests.test_views import ids_on
@@ -561,3 +562,29 @@ def test_the_pages_pricer_equals_pricing_bucket_by_bucket():
     assert got == expected
     assert set(dict(got.amounts)) == {"USD", "EUR"} and got.partly_unpriced
     assert got.unpriced_models == frozenset({"mystery", ""})
+
+
+def test_the_pages_costs_are_the_apis(client, viewer, hours):
+    """Each bucket's cost on the page is GET /api/stats/'s amount for that bucket."""
+    ModelPrice.objects.create(
+        model="gpt-test*",
+        input_per_million=Decimal("2.50"),
+        output_per_million=Decimal("10"),
+        valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    step = {"model": "gpt-test-1", "usage": {"input_tokens": 123_457, "output_tokens": 8_765}}
+    record_run("h12-priced", minutes=30, events=[("step", step), ("step", step)])
+    record_run("h14-priced", minutes=140, events=[("step", step)])
+    markup = client.get(stats_url()).content.decode()
+    api = client.get(f"/api/stats/?{WINDOW}")
+    assert api.status_code == 200
+    rows = table_rows(markup, "chart-cost")
+    answers = api.json()["series"]
+    assert len(rows) == len(answers)
+    for row, answer in zip(rows, answers, strict=True):
+        assert answer["cost"]["currency"] == "USD"
+        assert row[1][0] == f"{costs.money(Decimal(answer['cost']['amount']))} USD"
+    assert (
+        Decimal(answers[0]["cost"]["amount"])
+        == 2 * (Decimal("2.50") * 123_457 + Decimal(10) * 8_765) / 1_000_000
+    )
