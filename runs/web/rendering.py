@@ -263,13 +263,21 @@ def run_rows(runs, query_params, stale_before: datetime) -> SafeString:
             f'<td class="num dur">{_duration(run)}</td>'
             f'<td class="num tools">{count(run.tool_calls_count)}</td>'
             f'<td class="fails">{_failures(run)}</td>'
-            f'<td class="num tokens">{esc(tokens(run))}</td>'
-            f'<td class="num cost">{cost_html(getattr(run, "cost", None))}</td>'
+            f'<td class="num tokens">{esc(tokens(run))}{_row_cost(run)}</td>'
             f'<td class="preview"><span class="clamp{" err" if run.error_preview else ""}">'
             f"{esc(preview or '')}</span>{_search_snippet(run)}</td>"
             "</tr>\n"
         )
     return mark_safe("".join(rows))
+
+
+def _row_cost(run) -> str:
+    """The run's cost under its tokens (one column: the list fits 1,280 px); nothing when
+    it used no model."""
+    cost = getattr(run, "cost", None)
+    if cost is None or cost.is_empty:
+        return ""
+    return f"<br>{cost_html(cost)}"
 
 
 def _failures(run) -> str:
