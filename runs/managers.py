@@ -2140,6 +2140,8 @@ ZERO_RUNTIME_BIN = -32768
 # written by another program may hold anything; a trigger must never fail the write).
 MAX_STEP_TOKENS = 10**15
 MODEL_NAME_MAX_LENGTH = 255
+# The runtime percentiles the stats read (nearest rank), in percent.
+STATS_PERCENTILES = (50, 95)
 USAGE_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "thinking_tokens")
 RUN_TOKENS = ("input_tokens", "output_tokens", "thinking_tokens")
 
@@ -2857,10 +2859,11 @@ class SkillRunStatManager(models.Manager):
         (the window's skills), so a 30-day read returns ~30 + ~skills rows per status or
         bin, not days x skills x bins (PostgreSQL: one scan with GROUPING SETS):
 
-        - runs: (period, skill, status, runs, input, output, thinking tokens)
-        - runtimes: (period, skill, bin, runs)
-
-        where exactly one of period and skill is None in each row; and
+        - runs: (period, skill, status, runs, input, output, thinking tokens), exactly one
+          of period and skill None in each row;
+        - runtimes: (period, skill, finished runs, p50 bin, p95 bin): the percentiles'
+          histogram bins computed in the database (STATS_PERCENTILES), per period, per
+          skill, and for the whole window (period and skill both None);
         - usage: (period, skill, model, runs, steps, input, output, cached input, thinking)
           per period and skill (for pricing each skill's usage at each bucket's start).
 
@@ -2928,24 +2931,50 @@ class SkillRunStatManager(models.Manager):
                 + f" FROM skill_model_usage_stats WHERE {condition} GROUP BY 1, 2, 3"
             )
         sums = ", ".join(f"SUM({t})" for t in RUN_TOKENS)
+        pg = connection.vendor == "postgresql"
+        if pg:
+            runs_sql = (
+                f"SELECT period, skill_id, k, SUM(runs), {sums} FROM ({runs_source}) s "
+                "GROUP BY GROUPING SETS ((period, k), (skill_id, k))"
+            )
+            histogram = (
+                f"SELECT period, skill_id, k, SUM(runs) AS n FROM ({runtime_source}) s "
+                "GROUP BY GROUPING SETS ((period, k), (skill_id, k), (k))"
+            )
+        else:
+            runs_sql = (
+                f"SELECT period, NULL, k, SUM(runs), {sums} FROM ({runs_source}) s "
+                f"GROUP BY period, k UNION ALL "
+                f"SELECT NULL, skill_id, k, SUM(runs), {sums} FROM ({runs_source}) s "
+                "GROUP BY skill_id, k"
+            )
+            histogram = (
+                f"SELECT period, NULL AS skill_id, k, SUM(runs) AS n FROM ({runtime_source}) s "
+                f"GROUP BY period, k UNION ALL "
+                f"SELECT NULL, skill_id, k, SUM(runs) FROM ({runtime_source}) s "
+                f"GROUP BY skill_id, k UNION ALL "
+                f"SELECT NULL, NULL, k, SUM(runs) FROM ({runtime_source}) s GROUP BY k"
+            )
+        # The nearest-rank percentile's bin per group: the first bin (in order) whose
+        # running count reaches ceil(p * total / 100), i.e. cum * 100 >= p * total (whole
+        # numbers: no float rounding moves the rank).
+        picks = ", ".join(
+            f"MIN(CASE WHEN cum * 100 >= total * {p} THEN k END)" for p in STATS_PERCENTILES
+        )
+        runtime_sql = f"""
+            WITH h AS ({histogram}), c AS (
+                SELECT period, skill_id, k,
+                    SUM(n) OVER (PARTITION BY period, skill_id ORDER BY k
+                                 ROWS UNBOUNDED PRECEDING) AS cum,
+                    SUM(n) OVER (PARTITION BY period, skill_id) AS total
+                FROM h
+            )
+            SELECT period, skill_id, MAX(total), {picks} FROM c GROUP BY period, skill_id
+        """
         results = []
         with connection.cursor() as cursor:
-            for source, extra in ((runs_source, f", {sums}"), (runtime_source, "")):
-                if connection.vendor == "postgresql":
-                    sql = (
-                        f"SELECT period, skill_id, k, SUM(runs){extra} FROM ({source}) s "
-                        "GROUP BY GROUPING SETS ((period, k), (skill_id, k))"
-                    )
-                    query_params = params
-                else:
-                    sql = (
-                        f"SELECT period, NULL, k, SUM(runs){extra} FROM ({source}) s "
-                        f"GROUP BY period, k UNION ALL "
-                        f"SELECT NULL, skill_id, k, SUM(runs){extra} FROM ({source}) s "
-                        "GROUP BY skill_id, k"
-                    )
-                    query_params = params + params
-                cursor.execute(sql, query_params)
+            for sql, copies in ((runs_sql, 1 if pg else 2), (runtime_sql, 1 if pg else 3)):
+                cursor.execute(sql, params * copies)
                 results.append(
                     [
                         (None if row[0] is None else _as_utc(row[0]), *row[1:])

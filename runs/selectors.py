@@ -553,18 +553,18 @@ def runtime_bin_of(seconds: float) -> int:
     return max(min(b, RUNTIME_BIN_LIMIT), -RUNTIME_BIN_LIMIT)
 
 
-def histogram_percentile(histogram: dict[int, int], fraction: float) -> float | None:
-    """The nearest-rank percentile (the value at rank ceil(fraction * n), 1-based) read
-    from a runtime histogram {bin: runs}: the geometric midpoint of the bin holding that
-    rank, so within 4.9% of the exact nearest-rank percentile. None when empty."""
+def histogram_percentile(histogram: dict[int, int], percent: int) -> float | None:
+    """The nearest-rank percentile (the value at rank ceil(percent * n / 100), 1-based)
+    read from a runtime histogram {bin: runs}: the geometric midpoint of the bin holding
+    that rank, so within 4.9% of the exact nearest-rank percentile. None when empty. The
+    database computes the same for the stats (SkillRunStatManager.bucket_rows)."""
     total = sum(histogram.values())
     if total <= 0:
         return None
-    rank = max(1, math.ceil(fraction * total))
     seen = 0
     for bin_number in sorted(histogram):
         seen += histogram[bin_number]
-        if seen >= rank:
+        if seen * 100 >= percent * total:
             return runtime_bin_value(bin_number)
     return runtime_bin_value(max(histogram))
 
@@ -573,20 +573,26 @@ class _Accumulator:
     def __init__(self):
         self.runs: dict[str, int] = {}
         self.tokens = [0, 0, 0]
-        self.histogram: dict[int, int] = {}
-        self.usage: dict[str, ModelUsage] = {}
+        self.runtimes: tuple[float | None, float | None] = (None, None)
+        self.usage: dict[str, list[int]] = {}
 
     def add_runs(self, status, n, tokens):
         self.runs[status] = self.runs.get(status, 0) + n
         for i, value in enumerate(tokens):
             self.tokens[i] += value
 
-    def add_runtime(self, bin_number, n):
-        self.histogram[bin_number] = self.histogram.get(bin_number, 0) + n
+    def set_runtimes(self, p50_bin, p95_bin):
+        self.runtimes = tuple(
+            None if b is None else runtime_bin_value(int(b)) for b in (p50_bin, p95_bin)
+        )
 
-    def add_usage(self, usage: ModelUsage):
-        known = self.usage.get(usage.model)
-        self.usage[usage.model] = usage if known is None else known + usage
+    def add_usage(self, model: str, numbers: list[int]):
+        known = self.usage.get(model)
+        if known is None:
+            self.usage[model] = list(numbers)
+        else:
+            for i, value in enumerate(numbers):
+                known[i] += value
 
     def point(self, start: datetime, cls=StatsPoint, **extra) -> StatsPoint:
         runs = {status: n for status, n in sorted(self.runs.items()) if n > 0}
@@ -595,12 +601,12 @@ class _Accumulator:
             runs=runs,
             total_runs=sum(runs.values()),
             failed_runs=sum(n for s, n in runs.items() if s in contract.FAILED_STATUSES),
-            runtime_p50=histogram_percentile(self.histogram, 0.5),
-            runtime_p95=histogram_percentile(self.histogram, 0.95),
+            runtime_p50=self.runtimes[0],
+            runtime_p95=self.runtimes[1],
             input_tokens=self.tokens[0],
             output_tokens=self.tokens[1],
             thinking_tokens=self.tokens[2],
-            usage=tuple(self.usage[m] for m in sorted(self.usage)),
+            usage=tuple(ModelUsage(m, *self.usage[m]) for m in sorted(self.usage)),
             **extra,
         )
 
@@ -610,8 +616,9 @@ def stats_series(query: StatsQuery) -> StatsSeries:
     runs first) and totals: three grouped reads of the buckets (or, with caller, channel
     or status, of skill_runs: see SkillRunStatManager), folded here.
 
-    Percentiles per point and per skill come from the runtime histograms summed over the
-    point's (or skill's) rows, so they are within 4.9% of the exact nearest-rank value.
+    Percentiles per point, per skill and for the window are read in the database from the
+    runtime histograms summed over the point's (or skill's) rows: the bin holding the
+    nearest rank, so within 4.9% of the exact nearest-rank value.
     """
     runs, runtimes, usage = SkillRunStat.objects.bucket_rows(
         query.bucket,
@@ -636,19 +643,21 @@ def stats_series(query: StatsQuery) -> StatsSeries:
             continue
         for acc in (points.setdefault(start, _Accumulator()), totals):
             acc.add_runs(status, n, tokens)
-    for start, skill_id, bin_number, n in runtimes:
-        if start is None:
-            _skill(skills, skill_id).add_runtime(int(bin_number), int(n))
-            continue
-        for acc in (points.setdefault(start, _Accumulator()), totals):
-            acc.add_runtime(int(bin_number), int(n))
+    for start, skill_id, _finished, p50_bin, p95_bin in runtimes:
+        if start is not None:
+            acc = points.setdefault(start, _Accumulator())
+        elif skill_id is not None:
+            acc = _skill(skills, skill_id)
+        else:
+            acc = totals
+        acc.set_runtimes(p50_bin, p95_bin)
     for start, skill_id, model, *numbers in usage:
-        row = ModelUsage(model, *(int(x or 0) for x in numbers))
+        numbers = [int(x or 0) for x in numbers]
         for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
-            acc.add_usage(row)
-        per_bucket = skill_buckets.setdefault(skill_id, {}).setdefault(start, {})
-        known = per_bucket.get(model)
-        per_bucket[model] = row if known is None else known + row
+            acc.add_usage(model, numbers)
+        skill_buckets.setdefault(skill_id, {}).setdefault(start, {})[model] = ModelUsage(
+            model, *numbers
+        )
     skill_rows = [
         acc.point(
             query.since,

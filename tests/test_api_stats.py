@@ -2,7 +2,6 @@
 buckets and from the exact path), cost priced at read time, strict parameters, and nothing
 for anonymous or permissionless callers."""
 
-import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -95,9 +94,10 @@ def expected_series(rows, since, until, bucket, keep=lambda r: r.parent_run_id =
     return points
 
 
-def nearest_rank(values, fraction):
+def nearest_rank(values, percent):
+    """The exact nearest-rank percentile: the value at rank ceil(percent * n / 100)."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1] if ordered else None
+    return ordered[max(1, -(-percent * len(ordered) // 100)) - 1] if ordered else None
 
 
 def assert_series_match(body, rows, since, until, bucket, keep=lambda r: r.parent_run_id == ""):
@@ -110,8 +110,8 @@ def assert_series_match(body, rows, since, until, bucket, keep=lambda r: r.paren
         assert [point["input_tokens"], point["output_tokens"], point["thinking_tokens"]] == want[
             "tokens"
         ]
-        for key, fraction in (("runtime_p50", 0.5), ("runtime_p95", 0.95)):
-            exact = nearest_rank(want["runtimes"], fraction)
+        for key, percent in (("runtime_p50", 50), ("runtime_p95", 95)):
+            exact = nearest_rank(want["runtimes"], percent)
             if exact is None:
                 assert point[key] is None
             else:
@@ -284,7 +284,7 @@ def test_per_skill_numbers_over_the_window_match_the_runs(runs, params):
         assert got.runs == dict(Counter(r.status for r in mine))
         assert got.input_tokens == sum(r.total_input_tokens for r in mine)
         finished = [r.runtime_seconds for r in mine if r.status != "running"]
-        exact = nearest_rank(finished, 0.95)
+        exact = nearest_rank(finished, 95)
         assert abs(got.runtime_p95 - exact) / exact <= 0.049
         assert sum(u.steps for u in got.usage) == 2 * len(mine)  # two steps per run
     assert series.totals.total_runs == len(keep)

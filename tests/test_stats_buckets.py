@@ -3,7 +3,6 @@ triggers' result, and percentiles read from the runtime histogram within 5% of t
 value. Expected numbers are recounted in Python from the rows as they are."""
 
 import io
-import math
 import random
 import threading
 from collections import Counter, defaultdict
@@ -28,6 +27,11 @@ from runs.services import purge
 from runs.storage import DjangoStorage
 
 T0 = datetime(2026, 3, 10, 13, 47, 12, 500_000, tzinfo=UTC)
+
+
+def nearest_rank(percent: int, n: int) -> int:
+    """The 1-based rank of the nearest-rank percentile: ceil(percent * n / 100)."""
+    return max(1, -(-percent * n // 100))
 
 
 def period(started_at: datetime, span: str) -> datetime:
@@ -279,9 +283,9 @@ def test_histogram_percentiles_are_within_five_percent_of_the_exact_value(seed):
     runtimes += [0.0] * rng.randint(0, 20)
     histogram = Counter(selectors.runtime_bin_of(r) for r in runtimes)
     ordered = sorted(runtimes)
-    for fraction in (0.5, 0.95, 0.99, 0.01):
-        exact = ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
-        read = selectors.histogram_percentile(histogram, fraction)
+    for percent in (50, 95, 99, 1):
+        exact = ordered[nearest_rank(percent, len(ordered)) - 1]
+        read = selectors.histogram_percentile(histogram, percent)
         if exact == 0:
             assert read == 0
         else:
@@ -308,8 +312,8 @@ def test_percentiles_from_the_database_match_the_runs():
     ):
         point = series.points[0]
         assert point.total_runs == 300
-        for value, fraction in ((point.runtime_p50, 0.5), (point.runtime_p95, 0.95)):
-            exact = ordered[math.ceil(fraction * 300) - 1]
+        for value, percent in ((point.runtime_p50, 50), (point.runtime_p95, 95)):
+            exact = ordered[nearest_rank(percent, 300) - 1]
             assert abs(value - exact) / exact <= 0.049
 
 
