@@ -67,6 +67,19 @@ class Clause:
         """The parts as one string of words (what the engines are given)."""
         return " ".join(self.parts)
 
+    @property
+    def containment_pattern(self) -> str | None:
+        """A LIKE pattern (``%part%part%``) that every text matching this word or phrase
+        also matches, case aside: its words are substrings of the text, in order. A probe
+        tests it before cutting the text into words, which costs ~10x more (PostgreSQL's
+        to_tsvector: 250 us for a 300-byte event against 30 us for ILIKE, on the bench
+        machine under load); an event without the parts is then never cut. None when a
+        part has a character PostgreSQL's parser might not count as a letter (marks,
+        other scripts' digits...): there it could split a part the text has in pieces."""
+        if self.substring or not all(_plain_part(part) for part in self.parts):
+            return None
+        return "%" + "%".join(self.parts) + "%"
+
 
 @dataclass(frozen=True)
 class SearchQuery:
@@ -157,6 +170,15 @@ def _clauses(parts: list[str], negated: bool) -> list[Clause]:
     # A phrase with text of a spaceless script: each part on its own (a trigram match
     # has no word positions to put next to a word's).
     return [Clause((part,), negated, _is_substring(part)) for part in parts]
+
+
+def _plain_part(part: str) -> bool:
+    """Only letters (not marks or modifiers) and ASCII digits: characters every parser
+    reads as part of a word."""
+    return all(
+        ("0" <= char <= "9") or unicodedata.category(char) in ("Lu", "Ll", "Lt", "Lo")
+        for char in part
+    )
 
 
 def _is_substring(part: str) -> bool:
