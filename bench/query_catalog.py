@@ -42,8 +42,8 @@ from django.db import connections, transaction
 
 from runs import contract
 from runs.contract import RunFilter
-from runs.managers import RunTransfer
-from runs.models import SkillRun, SkillRunCount, SkillRunLog
+from runs.managers import RunTransfer, SkillSummaryManager
+from runs.models import SkillRun, SkillRunCount, SkillRunLog, SkillSummary
 from runs.services import purge
 from runs.storage import DjangoStorage
 
@@ -343,19 +343,42 @@ def _catalog() -> list[Query]:
                 SkillRunLog.objects.db_manager(st.using).for_run(s.run_id).timeline()[:201]
             ),
         ),
+        # The skills page: a range of one of skill_summaries' sort indexes (walking it
+        # from the top is right: the LIMIT stops after a page), then the page's skills'
+        # counts from skill_run_counts, and their sparklines' day buckets.
+        *(
+            Query(
+                f"skills page: a page of skills by {sort}",
+                lambda st, s, sort=sort: SkillSummary.objects.db_manager(st.using).page(
+                    sort, 0, 100
+                ),
+                walk_ok=True,
+            )
+            for sort in SkillSummaryManager.SORT_COLUMNS
+        ),
+        # Counting the skills reads every summary row (one per skill, ~40 bytes), and
+        # SQLite may scan the table for it: 20,000 skills are ~1 ms (bench/RESULTS.md), so
+        # this one scan is allowed; skill_runs and its counts are still never scanned.
         Query(
-            "skills page: every skill id (loose index scan)",
-            lambda st, s: SkillRun.objects.db_manager(st.using).skill_ids(),
-            derived=("skills",),
+            "skills page: how many skills",
+            lambda st, s: SkillSummary.objects.db_manager(st.using).count(),
+            walk_ok=True,
+            derived=("skill_summaries",),
         ),
         Query(
-            "skills page: status counts of the last week and day (summed buckets)",
+            "skills page: a page's status counts of the last week and day (summed buckets)",
             lambda st, s: SkillRunCount.objects.db_manager(st.using).by_skill_and_status(
-                s.week_ago, s.day_ago
+                s.week_ago, s.day_ago, skill_ids=s.skill_ids
             ),
-            derived=("parts",),
+            derived=("parts", "json_each"),  # json_each: the page's skill ids (SQLite)
             statements=2,  # one per window
             shape="aggregate",
+        ),
+        Query(
+            "skills page: a page's sparklines (day buckets of its skills)",
+            lambda st, s: SkillRunCount.objects.db_manager(st.using).days_by_skill(
+                s.week_ago, s.skill_ids
+            ),
         ),
         Query(
             "purge_older_than: one batch",

@@ -936,12 +936,19 @@ class SkillRunCountManager(models.Manager):
     """
 
     def by_skill_and_status(
-        self, since: datetime, recent_since: datetime
+        self,
+        since: datetime,
+        recent_since: datetime,
+        skill_ids: Sequence[str] | None = None,
     ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
         """({skill: {status: n}} of runs started since ``since``, the same since
         ``recent_since``): exact, like counting the runs, but from at most ~8 day rows and
-        ~46 hour rows per skill and status, so a busy week costs what a quiet one does."""
-        return self._by_skill_and_status(since), self._by_skill_and_status(recent_since)
+        ~46 hour rows per skill and status, so a busy week costs what a quiet one does.
+        With ``skill_ids``, those skills only (a page of the skills page)."""
+        return (
+            self._by_skill_and_status(since, skill_ids),
+            self._by_skill_and_status(recent_since, skill_ids),
+        )
 
     def days_by_skill(
         self, first_day: datetime, skill_ids: Sequence[str]
@@ -957,32 +964,50 @@ class SkillRunCountManager(models.Manager):
             days.setdefault(skill_id, {}).setdefault(day, {})[status] = int(n)
         return days
 
-    def _by_skill_and_status(self, since: datetime) -> dict[str, dict[str, int]]:
+    def _by_skill_and_status(
+        self, since: datetime, skill_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
         """Whole days from ``since``'s next midnight (UTC) on, whole hours before that
-        from its next full hour, and the runs themselves for the part of an hour left."""
+        from its next full hour, and the runs themselves for the part of an hour left.
+        With ``skill_ids``, each part is a range of its index per skill."""
         since = since.astimezone(UTC)
         hour = _ceil(since, timedelta(hours=1))
         day = _ceil(since, timedelta(days=1))
         table = self.model._meta.db_table
         runs_table = self._runs_table()
         connection = connections[self.db]
-        sql = f"""
-            SELECT skill_id, status, SUM(runs) FROM (
-                SELECT skill_id, status, runs FROM {table}
-                WHERE span = 'day' AND period_start >= %s
-                UNION ALL
-                SELECT skill_id, status, runs FROM {table}
-                WHERE span = 'hour' AND period_start >= %s AND period_start < %s
-                UNION ALL
-                SELECT skill_id, status, 1 FROM {runs_table}
-                WHERE started_at >= %s AND started_at < %s
-            ) parts
-            GROUP BY skill_id, status
-        """
         params = [
             connection.ops.adapt_datetimefield_value(value)
             for value in (day, hour, day, since, hour)
         ]
+        only = ""
+        if skill_ids is not None:
+            ids = list(skill_ids)
+            if not ids:
+                return {}
+            if connection.vendor == "postgresql":
+                only, ids_param = "AND skill_id = ANY (%s::text[])", ids
+            else:
+                only, ids_param = (
+                    "AND skill_id IN (SELECT value FROM json_each(%s))",
+                    (json.dumps(ids)),
+                )
+            day_at, hour_at, day_end, since_at, hour_end = params
+            params = [day_at, ids_param, hour_at, day_end, ids_param]
+            params += [since_at, hour_end, ids_param]
+        sql = f"""
+            SELECT skill_id, status, SUM(runs) FROM (
+                SELECT skill_id, status, runs FROM {table}
+                WHERE span = 'day' AND period_start >= %s {only}
+                UNION ALL
+                SELECT skill_id, status, runs FROM {table}
+                WHERE span = 'hour' AND period_start >= %s AND period_start < %s {only}
+                UNION ALL
+                SELECT skill_id, status, 1 FROM {runs_table}
+                WHERE started_at >= %s AND started_at < %s {only}
+            ) parts
+            GROUP BY skill_id, status
+        """
         counts: dict[str, dict[str, int]] = {}
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -1034,6 +1059,57 @@ def _ceil(t: datetime, unit: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     rest = (t - epoch) % unit
     return t if not rest else t + (unit - rest)
+
+
+class SkillSummaryManager(models.Manager):
+    """Reads of skill_summaries, one row per skill kept by triggers (migration 0011)."""
+
+    # Sort order -> (newest-run column or None for the name, the column's meaning).
+    SORT_COLUMNS = {"last_run": "last_run_at", "name": None, "failures": "last_failed_at"}
+
+    def page(self, sort: str, offset: int, limit: int) -> list:
+        """``limit`` skills from ``offset`` in a sort order of ``SORT_COLUMNS``: newest
+        first with the skills that have none last, ties and the name order by skill_id.
+
+        One range of the sort's index (migration 0011 creates them); the order is spelled
+        as the index is on each engine, or the engine sorts the whole table instead.
+        """
+        column = self.SORT_COLUMNS[sort]
+        if column is None:
+            order = [F("skill_id").asc()]
+        elif connections[self.db].vendor == "postgresql":
+            order = [F(column).desc(nulls_last=True), F("skill_id").asc()]
+        else:  # SQLite: DESC puts NULLs last, as its index is built
+            order = [F(column).desc(), F("skill_id").asc()]
+        return list(self.order_by(*order)[offset : offset + limit])
+
+    def rebuild(self) -> int:
+        """Recount every skill's row from skill_runs; returns the number of skills.
+
+        Only needed when rows were changed with the triggers off (see
+        ``SkillRunCountManager.rebuild``). Writers wait meanwhile on PostgreSQL.
+        """
+        connection = connections[self.db]
+        table = self.model._meta.db_table
+        runs_table = self.model._meta.apps.get_model("runs", "SkillRun")._meta.db_table
+        not_finished = (contract.STATUS_DRY_RUN, contract.STATUS_RUNNING)
+        failed = contract.FAILED_STATUSES
+        with transaction.atomic(using=self.db), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"LOCK TABLE {runs_table} IN SHARE MODE")
+            cursor.execute(f"DELETE FROM {table}")
+            cursor.execute(
+                f"INSERT INTO {table} (skill_id, runs, last_run_at, last_ok_at, last_failed_at) "
+                "SELECT skill_id, COUNT(*), "
+                f"MAX(CASE WHEN status NOT IN ({', '.join(['%s'] * len(not_finished))}) "
+                "THEN started_at END), "
+                "MAX(CASE WHEN status = %s THEN started_at END), "
+                f"MAX(CASE WHEN status IN ({', '.join(['%s'] * len(failed))}) "
+                "THEN started_at END) "
+                f"FROM {runs_table} GROUP BY skill_id ORDER BY skill_id",
+                [*not_finished, contract.STATUS_OK, *failed],
+            )
+            return cursor.rowcount
 
 
 class OtlpTraceManager(models.Manager):

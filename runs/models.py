@@ -13,6 +13,7 @@ from .managers import (
     SkillRunLogManager,
     SkillRunManager,
     SkillRunStatManager,
+    SkillSummaryManager,
 )
 
 
@@ -188,9 +189,46 @@ class SkillRunCount(models.Model):
                 fields=["span", "period_start", "skill_id", "status"], name="run_counts_bucket"
             ),
         ]
+        indexes = [
+            # A page of the skills page reads its skills' buckets: a range per skill (the
+            # bucket key would read every skill's buckets of the week). It does not cover
+            # `runs`, so the triggers' updates stay HOT (migration 0006).
+            models.Index(fields=["skill_id", "span", "period_start"], name="run_counts_skill"),
+        ]
 
     def __str__(self):
         return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.status}"
+
+
+class SkillSummary(models.Model):
+    """One row per skill that has runs: what the skills page sorts and shows of it.
+
+    Written only by the triggers on skill_runs that migration 0011 installs, in the writing
+    transaction, so every writer (the Go executor's plain SQL, the API, OTLP, imports, the
+    admin, purges) keeps it exact; a skill's row goes when its last run does. The page is
+    then an index range of this table (one index per sort order, created per engine by the
+    migration: PostgreSQL needs NULLS LAST, SQLite puts NULLs last when descending), not a
+    pass over every skill's runs (2-5 s at 20,000 skills before; see bench/RESULTS.md).
+    A count over the last 7 days cannot live here: it changes with the clock, with no write
+    to fire a trigger, so those come from skill_run_counts for the page's skills only.
+    ``SkillSummary.objects.rebuild()`` recounts it after writes made with triggers off.
+    """
+
+    skill_id = models.CharField(max_length=contract.NAME_MAX_LENGTH, primary_key=True)
+    runs = models.BigIntegerField()
+    # Newest started_at of a finished run (not running, not a dry run), of an ok run and
+    # of a failed run (contract.FAILED_STATUSES); null when the skill has none.
+    last_run_at = models.DateTimeField(null=True)
+    last_ok_at = models.DateTimeField(null=True)
+    last_failed_at = models.DateTimeField(null=True)
+
+    objects = SkillSummaryManager()
+
+    class Meta:
+        db_table = "skill_summaries"
+
+    def __str__(self):
+        return f"{self.skill_id}: {self.runs} runs"
 
 
 class OtlpTrace(models.Model):

@@ -265,5 +265,8 @@ def test_the_rebuild_command_recounts_and_says_how_many_buckets():
 
     call_command("rebuild_run_counts", stdout=out)
 
-    assert out.getvalue() == "Recounted the runs into 32 hour and day buckets.\n"
+    assert out.getvalue().splitlines() == [
+        "Recounted the runs into 32 hour and day buckets.",
+        "Recounted 1 skill summaries.",
+    ]
     assert_counts_exact()

@@ -1,5 +1,6 @@
-"""Recount skill_run_counts (the skills page's per-hour and per-day run counts) and the
-failure roll-ups (skill_runs.failed_tools, failed_descendants) from the runs and events.
+"""Recount skill_run_counts (the skills page's per-hour and per-day run counts),
+skill_summaries (its row per skill) and the failure roll-ups (skill_runs.failed_tools,
+failed_descendants) from the runs and events.
 
     manage.py rebuild_run_counts
 
@@ -10,7 +11,7 @@ disabled them. Writers wait while it runs (PostgreSQL locks skill_runs against w
 
 from django.core.management.base import BaseCommand
 
-from runs.models import SkillRun, SkillRunCount
+from runs.models import SkillRun, SkillRunCount, SkillSummary
 
 
 class Command(BaseCommand):
@@ -20,6 +21,9 @@ class Command(BaseCommand):
         rows = SkillRunCount.objects.rebuild()
         if options["verbosity"]:
             self.stdout.write(f"Recounted the runs into {rows:,} hour and day buckets.")
+        skills = SkillSummary.objects.rebuild()
+        if options["verbosity"]:
+            self.stdout.write(f"Recounted {skills:,} skill summaries.")
         corrected = SkillRun.objects.recount_failure_rollups()
         if corrected and options["verbosity"]:
             self.stdout.write(f"Corrected {corrected:,} failure roll-up counts.")
