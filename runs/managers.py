@@ -2962,6 +2962,7 @@ class SkillRunStatManager(models.Manager):
         channel_id: str = "",
         statuses: Sequence[str] = (),
         top_level_only: bool = True,
+        segments: Sequence[datetime] = (),
     ) -> tuple[list[tuple], list[tuple], list[tuple]]:
         """The window's numbers, grouped twice: per period (the series) and per skill
         (the window's skills), so a 30-day read returns ~30 + ~skills rows per status or
@@ -2972,8 +2973,11 @@ class SkillRunStatManager(models.Manager):
         - runtimes: (period, skill, finished runs, p50 bin, p95 bin): the percentiles'
           histogram bins computed in the database (STATS_PERCENTILES), per period, per
           skill, and for the whole window (period and skill both None);
-        - usage: (period, skill, model, runs, steps, input, output, cached input, thinking)
-          per period and skill (for pricing each skill's usage at each bucket's start).
+        - usage: (period, skill, segment, model, runs, steps, input, output, cached input,
+          thinking) per period (skill and segment None) and per skill and segment (period
+          None): segment i holds the buckets from ``segments[i - 1]`` (from ``since`` for
+          0) to the next, so a price that changes at those bucket starts prices each
+          skill's usage exactly with one row per model and segment.
 
         ``since`` and ``until`` must be whole ``span``s (the caller rounds them).
         """
@@ -3009,11 +3013,12 @@ class SkillRunStatManager(models.Manager):
                 f"{self._sql().runtime_bin('r.runtime_seconds')} AS k, 1 AS runs "
                 f"FROM skill_runs r WHERE {condition} AND r.status <> 'running'"
             )
-            usage_sql = (
-                f"SELECT {period}, r.skill_id, u.model, COUNT(*), SUM(u.steps), "
-                + ", ".join(f"SUM(u.{t})" for t in USAGE_TOKENS)
+            usage_source = (
+                f"SELECT {period} AS period, r.skill_id AS skill_id, u.model AS model, "
+                "1 AS runs, u.steps AS steps, "
+                + ", ".join(f"u.{t} AS {t}" for t in USAGE_TOKENS)
                 + " FROM skill_runs r JOIN skill_run_model_usage u ON u.run_id = r.id "
-                f"WHERE {condition} GROUP BY 1, 2, 3"
+                f"WHERE {condition}"
             )
         else:
             where = ["span = %s", "period_start >= %s", "period_start < %s"]
@@ -3033,10 +3038,10 @@ class SkillRunStatManager(models.Manager):
                 "SELECT period_start AS period, skill_id, bin AS k, runs "
                 f"FROM skill_run_runtimes WHERE {condition}"
             )
-            usage_sql = (
-                "SELECT period_start, skill_id, model, SUM(runs), SUM(steps), "
-                + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
-                + f" FROM skill_model_usage_stats WHERE {condition} GROUP BY 1, 2, 3"
+            usage_source = (
+                "SELECT period_start AS period, skill_id, model, runs, steps, "
+                + ", ".join(USAGE_TOKENS)
+                + f" FROM skill_model_usage_stats WHERE {condition}"
             )
         sums = ", ".join(f"SUM({t})" for t in RUN_TOKENS)
         pg = connection.vendor == "postgresql"
@@ -3089,8 +3094,39 @@ class SkillRunStatManager(models.Manager):
                         for row in cursor.fetchall()
                     ]
                 )
-            cursor.execute(usage_sql, params)
-            results.append([(_as_utc(row[0]), *row[1:]) for row in cursor.fetchall()])
+            # Usage per (period, model) and per (skill, segment, model): a segment is the
+            # buckets between two price changes (``segments``: bucket starts where a new
+            # price applies), so each skill's usage is one row per model and segment.
+            usage_sums = "SUM(runs), SUM(steps), " + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
+            segment = (
+                "("
+                + " + ".join(["(CASE WHEN period >= %s THEN 1 ELSE 0 END)"] * len(segments))
+                + ")"
+                if segments
+                else "0"
+            )
+            segment_params = [adapt(moment) for moment in segments]
+            with_segment = f"SELECT s.*, {segment} AS seg FROM ({usage_source}) s"
+            if pg:
+                usage_sql = (
+                    f"SELECT period, skill_id, seg, model, {usage_sums} FROM ({with_segment}) x "
+                    "GROUP BY GROUPING SETS ((period, model), (skill_id, seg, model))"
+                )
+                usage_params = segment_params + params
+            else:
+                usage_sql = (
+                    f"SELECT period, NULL, NULL, model, {usage_sums} FROM ({usage_source}) s "
+                    f"GROUP BY period, model UNION ALL SELECT NULL, skill_id, seg, model, "
+                    f"{usage_sums} FROM ({with_segment}) x GROUP BY skill_id, seg, model"
+                )
+                usage_params = params + segment_params + params
+            cursor.execute(usage_sql, usage_params)
+            results.append(
+                [
+                    (None if row[0] is None else _as_utc(row[0]), *row[1:])
+                    for row in cursor.fetchall()
+                ]
+            )
         return results[0], results[1], results[2]
 
     def rebuild(self) -> int:

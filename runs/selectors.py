@@ -18,7 +18,7 @@ from django.db.models.functions import Cast, Length, Substr
 
 from . import contract, search
 from .managers import RUNTIME_BIN_LIMIT, RUNTIME_BIN_RATIO, ZERO_RUNTIME_BIN
-from .models import RunModelUsage, SkillRun, SkillRunLog, SkillRunStat
+from .models import ModelPrice, RunModelUsage, SkillRun, SkillRunLog, SkillRunStat
 
 TREE_NODE_CAP = 2000
 TREE_DEPTH_CAP = 64
@@ -521,7 +521,10 @@ class StatsPoint:
 
 @dataclass(frozen=True)
 class SkillStats(StatsPoint):
-    """A skill over the window; ``usage_by_bucket`` prices each bucket at its own start."""
+    """A skill over the window. ``usage_by_bucket``: its usage as (start, rows) to price at
+    that start: one entry per stretch of buckets with the same prices (price_segments), so
+    pricing each entry at its start equals pricing every bucket at its own start, with one
+    row per model and price change instead of per model and bucket."""
 
     skill_id: str = ""
     usage_by_bucket: tuple[tuple[datetime, tuple[ModelUsage, ...]], ...] = ()
@@ -611,6 +614,22 @@ class _Accumulator:
         )
 
 
+def price_segments(query: StatsQuery) -> list[datetime]:
+    """The bucket starts inside the window where another price applies: each model price's
+    valid_from (a small table), rounded up to the bucket that is priced at it first."""
+    moments = ModelPrice.objects.filter(
+        valid_from__gt=query.since, valid_from__lt=query.until
+    ).values_list("valid_from", flat=True)
+    starts = set()
+    for moment in moments:
+        start = query.since + (moment - query.since) // query.step * query.step
+        if start < moment:
+            start += query.step
+        if query.since < start < query.until:
+            starts.add(start)
+    return sorted(starts)
+
+
 def stats_series(query: StatsQuery) -> StatsSeries:
     """The window's series (one point per bucket, empty ones included), its skills (most
     runs first) and totals: three grouped reads of the buckets (or, with caller, channel
@@ -620,6 +639,7 @@ def stats_series(query: StatsQuery) -> StatsSeries:
     runtime histograms summed over the point's (or skill's) rows: the bin holding the
     nearest rank, so within 4.9% of the exact nearest-rank value.
     """
+    segments = price_segments(query)
     runs, runtimes, usage = SkillRunStat.objects.bucket_rows(
         query.bucket,
         query.since,
@@ -629,7 +649,9 @@ def stats_series(query: StatsQuery) -> StatsSeries:
         channel_id=query.channel_id,
         statuses=query.statuses,
         top_level_only=query.top_level_only,
+        segments=segments,
     )
+    segment_starts = [query.since, *segments]
     starts = query.starts()
     points = {start: _Accumulator() for start in starts}
     skills: dict[str, _Accumulator] = {}
@@ -651,11 +673,15 @@ def stats_series(query: StatsQuery) -> StatsSeries:
         else:
             acc = totals
         acc.set_runtimes(p50_bin, p95_bin)
-    for start, skill_id, model, *numbers in usage:
+    for start, skill_id, segment, model, *numbers in usage:
         numbers = [int(x or 0) for x in numbers]
-        for acc in (points.setdefault(start, _Accumulator()), _skill(skills, skill_id), totals):
-            acc.add_usage(model, numbers)
-        skill_buckets.setdefault(skill_id, {}).setdefault(start, {})[model] = ModelUsage(
+        if start is not None:
+            for acc in (points.setdefault(start, _Accumulator()), totals):
+                acc.add_usage(model, numbers)
+            continue
+        _skill(skills, skill_id).add_usage(model, numbers)
+        segment_start = segment_starts[int(segment)]
+        skill_buckets.setdefault(skill_id, {}).setdefault(segment_start, {})[model] = ModelUsage(
             model, *numbers
         )
     skill_rows = [

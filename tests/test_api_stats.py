@@ -288,3 +288,35 @@ def test_per_skill_numbers_over_the_window_match_the_runs(runs, params):
         assert abs(got.runtime_p95 - exact) / exact <= 0.049
         assert sum(u.steps for u in got.usage) == 2 * len(mine)  # two steps per run
     assert series.totals.total_runs == len(keep)
+
+
+@pytest.mark.parametrize("caller", ["", "alice"])
+def test_per_skill_cost_with_a_price_change_inside_the_window_equals_pricing_each_bucket(
+    runs, caller
+):
+    from runs import costs
+
+    ModelPrice.objects.create(
+        model="gpt-4o",
+        input_per_million=Decimal("7"),
+        output_per_million=Decimal("30"),
+        valid_from=DAY + timedelta(days=1, hours=5, minutes=30),
+    )
+    table = ModelPrice.objects.price_table()
+    for bucket in ("day", "hour"):
+        query = selectors.StatsQuery(
+            since=DAY, until=DAY + timedelta(days=3), bucket=bucket, caller_id=caller
+        )
+        series = selectors.stats_series(query)
+        for skill in series.skills:
+            segmented = sum(
+                (table.cost_at(rows, start) for start, rows in skill.usage_by_bucket),
+                costs.Cost(),
+            )
+            per_bucket = costs.Cost()
+            for point in selectors.stats_series(
+                selectors.StatsQuery(**{**query.__dict__, "skill_id": skill.skill_id})
+            ).points:
+                per_bucket = per_bucket + table.cost_at(point.usage, point.start)
+            assert segmented.amounts == per_bucket.amounts
+            assert len(skill.usage_by_bucket) == 2
