@@ -6,8 +6,12 @@ batch ingest and the purge.
     .venv/bin/python bench/search.py queries --database-url postgres://postgres@127.0.0.1:5432/sa_bench_1m
     # the same pages on a shared data set, writing nothing to it
     .venv/bin/python bench/search.py queries --read-only --database-url postgres://postgres@127.0.0.1:5432/sa_bench_1m
+    # the probes' containment test on and off, in turns (CPU per page; writes nothing)
+    .venv/bin/python bench/search.py probe-ab --database-url postgres://postgres@127.0.0.1:5432/sa_bench_100k
     # batch ingest through the API (gunicorn), with and without the index, in turns
     .venv/bin/python bench/search.py ingest --database-url postgres://postgres@127.0.0.1:5432/sa_bench_search_ingest
+    # SQLite: one purge batch under 0008's search triggers, 0014's and none, in turns (CPU)
+    .venv/bin/python bench/search.py purge-triggers --rounds 4 --database-url sqlite:///var/bench/search_10k.sqlite3
     # the purge on copies of a generated history, with and without the index
     .venv/bin/python bench/search.py purge --database-url postgres://postgres@127.0.0.1:5432/sa_bench_1m
 
@@ -283,6 +287,60 @@ def read_only_queries(args) -> dict:
     return result
 
 
+def probe_ab(args) -> dict:
+    """The probes' containment test (runs.managers.SearchSql._pg_probe) on and off, in
+    turns, on one database: CPU (this process + its backend) of the list's page and
+    snippets per case, writing nothing. Off is the search as it was before the test."""
+    django_setup(args.database_url)
+    from django.http import QueryDict
+
+    from bench.api_ingest import cpu_seconds
+    from runs import search, selectors
+    from runs.filters import RunFilterSet
+    from runs.models import SkillRun
+
+    result = meta(args.database_url)
+    cases = {
+        "word in most events": "agent",
+        "two common words": "agent checked",
+        "common word, a rare one excluded": f"agent -{RARE}",
+        "common phrase": '"token expired"',
+        "rare word": RARE,
+    }
+    pattern = search.Clause.containment_pattern
+    pid = backend_pid()
+    samples = {(name, state): [] for name in cases for state in ("off", "on")}
+    for _ in range(args.repeat):
+        for name, q in cases.items():
+            for state in ("off", "on"):
+                search.Clause.containment_pattern = pattern if state == "on" else None
+                data = QueryDict(mutable=True)
+                data.update({"q": q})
+                cpu = time.process_time() + cpu_seconds([pid])
+                filterset = RunFilterSet(data, queryset=SkillRun.objects.all())
+                assert filterset.is_valid()
+                rows = selectors.newest_first_page(filterset.qs, 50).rows
+                selectors.with_search_snippets(rows, filterset.search_query)
+                samples[(name, state)].append(
+                    (time.process_time() + cpu_seconds([pid]) - cpu) * 1000
+                )
+    search.Clause.containment_pattern = pattern
+    figures = {}
+    for name, q in cases.items():
+        off = statistics.median(samples[(name, "off")])
+        on = statistics.median(samples[(name, "on")])
+        figures[name] = {
+            "q": q,
+            "CPU ms without the test (median)": round(off, 1),
+            "CPU ms with the test (median)": round(on, 1),
+            "ratio": round(off / on, 1) if on else "",
+        }
+        print(name, figures[name], flush=True)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["figures"] = figures
+    return result
+
+
 def queries(args) -> dict:
     if args.read_only:
         return read_only_queries(args)
@@ -520,6 +578,70 @@ def purge_child(args) -> None:
     )
 
 
+def purge_triggers(args) -> dict:
+    """SQLite: one purge batch's deletes (the oldest ``--batch`` runs and their events, one
+    transaction) under 0008's search triggers, 0014's and none, in turns on fresh copies
+    of the history, CPU of this process (SQLite runs in it)."""
+    import shutil
+    import sqlite3
+
+    import dj_database_url
+
+    source = dj_database_url.parse(args.database_url)["NAME"]
+    target = Path(source).with_name("search_purge_triggers.sqlite3")
+    django_setup(args.database_url)
+    result = meta(args.database_url)
+    old = search_index()
+    new = importlib.import_module("runs.migrations.0014_search_speed")
+    variants = {
+        "0008 triggers": old.SQLITE_TRIGGERS,
+        "0014 triggers": new.SQLITE_TRIGGERS,
+        "no search triggers": [],
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    rows = 0
+    for _ in range(args.rounds):
+        for name, triggers in variants.items():
+            shutil.copy(source, target)
+            db = sqlite3.connect(target, isolation_level=None)
+            for trigger in old.SQLITE_TRIGGER_NAMES:
+                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            for statement in triggers:
+                db.execute(statement)
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM skill_runs ORDER BY started_at LIMIT ?", [args.batch]
+                )
+            ]
+            marks = ",".join("?" * len(ids))
+            began = time.process_time()
+            db.execute("BEGIN")
+            logs = db.execute(f"DELETE FROM skill_run_logs WHERE run_id IN ({marks})", ids)
+            rows = logs.rowcount
+            runs = db.execute(f"DELETE FROM skill_runs WHERE id IN ({marks})", ids)
+            rows += runs.rowcount
+            db.execute("COMMIT")
+            cpu[name].append(time.process_time() - began)
+            db.close()
+    target.unlink(missing_ok=True)
+    base = statistics.median(cpu["no search triggers"])
+    figures = {}
+    for name, samples in cpu.items():
+        median = statistics.median(samples)
+        figures[name] = {
+            "rows deleted": rows,
+            "CPU ms (median)": round(median * 1000),
+            "CPU ms (each round)": ", ".join(str(round(x * 1000)) for x in samples),
+            "rows per CPU s": round(rows / median),
+            "slower than no search triggers": f"{1 - base / median:.0%}",
+        }
+        print(name, figures[name], flush=True)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["figures"] = figures
+    return result
+
+
 def purge(args) -> dict:
     import psycopg  # noqa: F401  (PostgreSQL copies)
 
@@ -633,7 +755,19 @@ def markdown() -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["queries", "ingest", "purge", "purge-child", "report"])
+    parser.add_argument(
+        "part",
+        choices=[
+            "queries",
+            "probe-ab",
+            "ingest",
+            "purge",
+            "purge-triggers",
+            "purge-child",
+            "report",
+        ],
+    )
+    parser.add_argument("--batch", type=int, default=1000, help="purge-triggers: runs deleted")
     parser.add_argument("--database-url")
     parser.add_argument("--repeat", type=int, default=20, help="timed requests per case")
     parser.add_argument("--rounds", type=int, default=3, help="ingest/purge turns per state")
@@ -657,7 +791,14 @@ def main(argv=None) -> None:
         purge_child(args)
         return
     began = time.perf_counter()
-    result = {"queries": queries, "ingest": ingest, "purge": purge}[args.part](args)
+    parts = {
+        "queries": queries,
+        "probe-ab": probe_ab,
+        "ingest": ingest,
+        "purge": purge,
+        "purge-triggers": purge_triggers,
+    }
+    result = parts[args.part](args)
     result["script"] = "bench/search.py"
     result["command"] = " ".join(["bench/search.py", *sys.argv[1:]])
     result["seconds"] = round(time.perf_counter() - began, 1)
