@@ -270,7 +270,7 @@ class HttpStorage:
             query["after"] = page["next_after"]
 
     def list_runs_by_skill(self, skill_id: str, limit: int) -> list[SkillRun]:
-        return self._runs("list_runs_by_skill", skill_id=skill_id, limit=int(limit))
+        return self._runs("list_runs_by_skill", skill_id=skill_id, offset=0, limit=int(limit))
 
     def list_runs_by_skill_paginated(
         self, skill_id: str, offset: int, limit: int, include_dry_run: bool
@@ -290,7 +290,7 @@ class HttpStorage:
         return result["count"]
 
     def list_runs_by_caller(self, caller_id: str, limit: int) -> list[SkillRun]:
-        return self._runs("list_runs_by_caller", caller_id=caller_id, limit=int(limit))
+        return self._runs("list_runs_by_caller", caller_id=caller_id, offset=0, limit=int(limit))
 
     def list_runs_filtered(self, f: RunFilter, offset: int, limit: int) -> list[SkillRun]:
         return self._runs(

@@ -26,3 +26,40 @@ wsgi_app = "skillaudit_site.wsgi:application"
 # for every Python entry point).
 umask = 0o077
 os.umask(umask)
+
+# Memory after a big answer. A worker that answered 104 MB of runs (13 answers of 8 MiB)
+# kept ~260 MB more than before, growing with every such answer (75 -> 226, 266, 338 MB,
+# tests/system/response_memory.py): glibc keeps freed memory in each thread's arena and
+# returns it to the system only from the top of a heap. malloc_trim(0) gives back every free
+# page, wherever it is; it runs after an answer of more than TRIM_AFTER_BYTES only (walking
+# the heaps costs ~1 ms; a page of the dashboard is far under it). Fewer arenas (one per
+# thread by default, up to 8 per core) leave less to trim. With both: 68 -> 128, 183, 203 MB,
+# lower but still growing (tests/system/response_memory.py says what is left to find).
+TRIM_AFTER_BYTES = 1024 * 1024
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _glibc():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim  # noqa: B018 (absent outside glibc: musl, macOS)
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+_libc = _glibc()
+
+
+def post_fork(server, worker):
+    if _libc is not None:
+        _libc.mallopt(M_ARENA_MAX, int(os.environ.get("GUNICORN_MALLOC_ARENAS", "2")))
+
+
+def post_request(worker, req, environ, resp):
+    if _libc is not None and (getattr(resp, "sent", 0) or 0) > TRIM_AFTER_BYTES:
+        _libc.malloc_trim(0)

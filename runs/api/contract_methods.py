@@ -12,7 +12,6 @@ booleans) rather than a query string.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +19,6 @@ from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers as drf
 from rest_framework.response import Response
-from rest_framework.utils.encoders import JSONEncoder
 
 from .. import contract
 from ..models import SkillRun
@@ -28,13 +26,17 @@ from ..storage import SchemaMissing, run_from_model
 from . import serializers as s
 from .permissions import VIEW_RUNS
 from .views import (
+    BUDGET_BATCH,
     NOT_FOUND,
     READ_METHODS,
+    RESPONSE_BUDGET,
     WRITE_ERRORS,
     ApiView,
+    ByteBudget,
     Unavailable,
     contract_errors,
     error_response,
+    json_size,
     with_inputs,
 )
 
@@ -57,39 +59,43 @@ class ContractMethod:
     errors: dict = field(default_factory=dict)
 
 
-# 500 runs of 2.6 MB inputs made one 1.3 GB answer and a worker that kept
-# the memory. A response holds at most RESPONSE_BUDGET bytes of serialized runs (at least one
-# run, whatever its size) and says where to go on; rows are read BUDGET_BATCH at a time, so a
-# worker holds one batch of models and one budget of rows, not the whole limit. Batches of 20
-# and of 4 left the same worker memory (tests/system/response_memory.py): 4 keeps the peak low.
-RESPONSE_BUDGET = 8 * 1024 * 1024
-BUDGET_BATCH = 4
-
-
-def _row_size(row) -> int:
-    return len(json.dumps(row, cls=JSONEncoder, ensure_ascii=False).encode())
+_row_size = json_size  # what a row adds to an answer's bytes
 
 
 def _offset_page(fetch: Callable, data) -> dict:
-    """Runs fetch(offset, limit) returns, read in batches and cut at RESPONSE_BUDGET bytes;
-    ``next_offset`` is where the next call goes on (null when this one answered the lot)."""
+    """Runs fetch(offset, limit) returns, read BUDGET_BATCH at a time and cut at
+    RESPONSE_BUDGET bytes (views.ByteBudget); ``next_offset`` is where the next call goes
+    on (null when this one answered the lot)."""
     # The storage's own rules first (limits outside 1-500 are 50), so batches add up to them.
     offset, limit = contract.clamp_offset(data["offset"]), contract.clamp_limit(data["limit"])
-    rows: list = []
-    used = 0
-    while len(rows) < limit:
-        want = min(BUDGET_BATCH, limit - len(rows))
-        batch = fetch(offset + len(rows), want)
+    budget = ByteBudget(RESPONSE_BUDGET)
+    while len(budget.rows) < limit:
+        want = min(BUDGET_BATCH, limit - len(budget.rows))
+        batch = fetch(offset + len(budget.rows), want)
         for run in batch:
-            row = s.RunSerializer(run).data
-            size = _row_size(row)
-            if rows and used + size > RESPONSE_BUDGET:
-                return {"runs": rows, "next_offset": offset + len(rows)}
-            rows.append(row)
-            used += size
+            if not budget.add(s.RunSerializer(run).data):
+                return {"runs": budget.rows, "next_offset": offset + len(budget.rows)}
         if len(batch) < want:
             break
-    return {"runs": rows, "next_offset": None}
+    return {"runs": budget.rows, "next_offset": None}
+
+
+def _caller_page(data) -> Callable:
+    """fetch(offset, limit) of a caller's newest runs without dry runs (list_runs_by_caller,
+    which has no offset in the contract)."""
+    caller_id = contract.clean_id(data["caller_id"])
+
+    def fetch(offset: int, limit: int) -> list:
+        rows = SkillRun.objects.for_caller(caller_id).newest_first().page(offset, limit)
+        return [run_from_model(row) for row in rows]
+
+    return fetch
+
+
+BUDGET_DESCRIPTION = (
+    "Cut at 8 MiB of runs (at least one): `next_offset` says where to go on (call again with "
+    "`offset` = `next_offset` and the rest of the limit)."
+)
 
 
 class RunsPageResponse(drf.Serializer):
@@ -99,10 +105,6 @@ class RunsPageResponse(drf.Serializer):
         help_text="set when the answer was cut at its byte budget (8 MiB of runs, at least "
         "one run): call again with this offset and the rest of the limit",
     )
-
-
-def _runs(rows) -> dict:
-    return {"runs": s.RunSerializer(rows, many=True).data}
 
 
 def _run_filter(data) -> contract.RunFilter:
@@ -126,28 +128,23 @@ def _finished_before(storage, data):
     page = min(limit, FINISHED_PAGE)
     after = data["after"]
     position = (after["finished_at"], contract.clean_id(after["id"])) if after else None
-    rows: list = []
-    used = 0
+    budget = ByteBudget(RESPONSE_BUDGET)
     last = None
-    while len(rows) < page:
+    while len(budget.rows) < page:
         finished = SkillRun.objects.finished_before(data["cutoff"])
         if position is not None:
             finished = finished.finished_later_than(*position)
-        want = min(BUDGET_BATCH, page - len(rows))
+        want = min(BUDGET_BATCH, page - len(budget.rows))
         batch = [run_from_model(r) for r in with_inputs(list(finished.with_inputs_text()[:want]))]
         for run in batch:
-            row = s.RunSerializer(run).data
-            size = _row_size(row)
-            if rows and used + size > RESPONSE_BUDGET:
+            if not budget.add(s.RunSerializer(run).data):
                 # Cut at the byte budget: go on after the last run sent.
-                return {"runs": rows, "next": _position(last)}
-            rows.append(row)
-            used += size
+                return {"runs": budget.rows, "next": _position(last)}
             last = run
             position = (run.finished_at, run.id)
         if len(batch) < want:
-            return {"runs": rows, "next": None}
-    return {"runs": rows, "next": _position(last) if limit > page else None}
+            return {"runs": budget.rows, "next": None}
+    return {"runs": budget.rows, "next": _position(last) if limit > page else None}
 
 
 def _position(run) -> dict:
@@ -175,9 +172,15 @@ METHODS = (
     ContractMethod(
         "list_runs_by_skill",
         s.RunsBySkillRequest,
-        s.RunsResponse,
+        RunsPageResponse,
         "A skill's newest runs without dry runs (list_runs_by_skill)",
-        lambda storage, data: _runs(storage.list_runs_by_skill(data["skill_id"], data["limit"])),
+        lambda storage, data: _offset_page(
+            lambda offset, limit: storage.list_runs_by_skill_paginated(
+                data["skill_id"], offset, limit, False
+            ),
+            data,
+        ),
+        description=BUDGET_DESCRIPTION,
     ),
     ContractMethod(
         "list_runs_by_skill_paginated",
@@ -190,7 +193,7 @@ METHODS = (
             ),
             data,
         ),
-        description="Cut at 8 MiB of runs (at least one): `next_offset` says where to go on.",
+        description=BUDGET_DESCRIPTION,
     ),
     ContractMethod(
         "count_runs_by_skill",
@@ -204,9 +207,10 @@ METHODS = (
     ContractMethod(
         "list_runs_by_caller",
         s.RunsByCallerRequest,
-        s.RunsResponse,
+        RunsPageResponse,
         "A caller's newest runs without dry runs (list_runs_by_caller)",
-        lambda storage, data: _runs(storage.list_runs_by_caller(data["caller_id"], data["limit"])),
+        lambda storage, data: _offset_page(_caller_page(data), data),
+        description=BUDGET_DESCRIPTION,
     ),
     ContractMethod(
         "list_runs_filtered",
@@ -217,7 +221,7 @@ METHODS = (
             lambda offset, limit: storage.list_runs_filtered(_run_filter(data), offset, limit),
             data,
         ),
-        description="Cut at 8 MiB of runs (at least one): `next_offset` says where to go on.",
+        description=BUDGET_DESCRIPTION,
     ),
     ContractMethod(
         "count_runs_filtered",

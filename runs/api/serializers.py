@@ -531,6 +531,8 @@ class GetRunRequest(StrictSerializer):
 
 class RunsBySkillRequest(StrictSerializer):
     skill_id = text(required=True)
+    # Where to go on when an answer was cut at its byte budget (its `next_offset`).
+    offset = limit_field(default=0)
     limit = limit_field(default=contract.DEFAULT_LIMIT)
 
 
@@ -548,6 +550,8 @@ class CountBySkillRequest(StrictSerializer):
 
 class RunsByCallerRequest(StrictSerializer):
     caller_id = text(required=True)
+    # Where to go on when an answer was cut at its byte budget (its `next_offset`).
+    offset = limit_field(default=0)
     limit = limit_field(default=contract.DEFAULT_LIMIT)
 
 

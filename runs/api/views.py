@@ -28,6 +28,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, renderers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from .. import contract, cursors, jsontext, pricing, selectors
@@ -243,6 +244,45 @@ def next_url(request, **changes) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
+# A JSON answer holds at most RESPONSE_BUDGET bytes of serialized rows (at least one row,
+# whatever its size) and says where to go on: `next_offset` (contract methods), `next_cursor`
+# (children), `next_after` (events). Whole rows are read BUDGET_BATCH at a time, so a worker
+# holds one batch of models and one budget of rows, never a whole limit: 500 runs of 2.6 MB
+# inputs were one 1.3 GB answer before. Batches of 20 and of 4 left the same worker memory
+# (tests/system/response_memory.py): 4 keeps the peak low.
+RESPONSE_BUDGET = 8 * 1024 * 1024
+BUDGET_BATCH = 4
+# Events are smaller than runs (a payload is one step's): more of them per read.
+LOG_BUDGET_BATCH = 50
+BUDGET_NOTE = (
+    "An answer holds at most 8 MiB of serialized rows (at least one row): when it is cut "
+    "there, the link to the rest is set as when the page size is reached."
+)
+
+
+def json_size(row) -> int:
+    """The bytes of ``row`` in a JSON answer (UTF-8, as DRF's renderer writes it)."""
+    return len(json.dumps(row, cls=JSONEncoder, ensure_ascii=False).encode())
+
+
+class ByteBudget:
+    """Serialized rows added while they fit in ``limit`` bytes; the first always fits."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = RESPONSE_BUDGET if limit is None else limit
+        self.rows: list = []
+        self.used = 0
+
+    def add(self, row) -> bool:
+        """Keep ``row`` and say True, or say False (full: the answer is cut before it)."""
+        size = json_size(row)
+        if self.rows and self.used + size > self.limit:
+            return False
+        self.rows.append(row)
+        self.used += size
+        return True
+
+
 def keyset_response(request, serializer, rows, more: bool) -> Response:
     """A page of runs: ``results``, and where the next page starts (``next_cursor``, the
     position of the last row, and ``next``, this URL with it) when ``more``."""
@@ -420,6 +460,7 @@ class RunLogsView(ApiView):
     @extend_schema(
         operation_id="runs_logs_list",
         summary="A run's events in sequence order, paged by sequence",
+        description=BUDGET_NOTE + " Go on with `after` = `next_after` (or follow `next`).",
         parameters=[
             RUN_ID,
             OpenApiParameter(
@@ -438,18 +479,29 @@ class RunLogsView(ApiView):
         run_id = contract.clean_id(run_id)
         if not SkillRun.objects.filter(pk=run_id).exists():
             raise exceptions.NotFound("no such run")
-        rows = list(
-            SkillRunLog.objects.for_run(run_id)
-            .after_sequence(after)
-            .with_payload_text()[: limit + 1]
-        )
-        more, rows = len(rows) > limit, rows[:limit]
-        for row in rows:
-            row.payload = jsontext.load_object(row.payload_text)
-        next_after = rows[-1].sequence if more else None
+        # A batch of events at a time, up to the limit or the byte budget.
+        budget, last, more = ByteBudget(), after, False
+        while not more:
+            want = min(LOG_BUDGET_BATCH, limit - len(budget.rows))
+            rows = list(
+                SkillRunLog.objects.for_run(run_id)
+                .after_sequence(last)
+                .with_payload_text()[: want + 1]
+            )
+            for row in rows[:want]:
+                row.payload = jsontext.load_object(row.payload_text)
+                if not budget.add(s.LogSerializer(row).data):
+                    more = True  # cut at the byte budget
+                    break
+                last = row.sequence
+            else:
+                if len(rows) <= want:
+                    break  # every event read
+                more = len(budget.rows) == limit  # a full page, and more follow
+        next_after = last if more else None
         return Response(
             {
-                "results": s.LogSerializer(rows, many=True).data,
+                "results": budget.rows,
                 "next_after": next_after,
                 "next": next_url(request, after=next_after) if more else None,
             }
@@ -542,7 +594,8 @@ class RunChildrenView(ApiView):
         operation_id="runs_children",
         summary="The runs this run started, oldest first (list_children_by_parent)",
         description="Children outlive a purged parent: they are listed whether or not the "
-        "parent is still stored, so an unknown id gives an empty page, not a 404.",
+        "parent is still stored, so an unknown id gives an empty page, not a 404. With "
+        "`full=1`: " + BUDGET_NOTE + " Go on with `cursor` = `next_cursor` (or follow `next`).",
         parameters=[RUN_ID, FULL, CURSOR, PAGE_SIZE],
         responses={200: s.RunsOrSummariesPageSerializer, **READ_ERRORS},
     )
@@ -554,15 +607,31 @@ class RunChildrenView(ApiView):
             SkillRun.objects.children_of(contract.clean_id(run_id)),
             page_size,
             after=cursor_param(request),
-            full=full,
         )
-        if full:
-            with_inputs(rows)
-        else:
-            with_has_children(rows)
-        pricing.with_costs(rows)
-        serializer = s.PricedRunSerializer if full else s.RunSummarySerializer
-        return keyset_response(request, serializer, rows, more)
+        if not full:
+            rows = pricing.with_costs(with_has_children(rows))
+            return keyset_response(request, s.RunSummarySerializer, rows, more)
+        # Whole runs a few at a time, in the page's order, up to the byte budget.
+        budget, last, cut = ByteBudget(), None, False
+        for start in range(0, len(rows), BUDGET_BATCH):
+            batch = full_runs([row.id for row in rows[start : start + BUDGET_BATCH]])
+            for run in pricing.with_costs(batch):
+                if not budget.add(s.PricedRunSerializer(run).data):
+                    cut = True
+                    break
+                last = run
+            if cut:
+                break
+        if not cut:
+            last = rows[-1] if more else None
+        cursor = cursors.encode(last.started_at, last.id) if last else None
+        return Response(
+            {
+                "results": budget.rows,
+                "next_cursor": cursor,
+                "next": next_url(request, cursor=cursor) if cursor else None,
+            }
+        )
 
 
 class RunTreeView(ApiView):
