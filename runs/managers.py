@@ -731,7 +731,16 @@ class SkillRunManager(models.Manager.from_queryset(SkillRunQuerySet)):
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL statement_timeout = 0")
                 for name in m.PG_INDEXES:
-                    cursor.execute(f"REINDEX INDEX {name}")
+                    # With month partitions (LogPartitions) the index is a partitioned one,
+                    # which REINDEX refuses inside a transaction: each month's instead (a
+                    # plain index is its own one leaf).
+                    cursor.execute(
+                        "SELECT relid::regclass::text FROM pg_partition_tree(%s::regclass) "
+                        "WHERE isleaf",
+                        [name],
+                    )
+                    for (leaf,) in cursor.fetchall():
+                        cursor.execute(f"REINDEX INDEX {leaf}")
                 return
             for statement in m.SQLITE_EMPTY + m.SQLITE_FILL:
                 cursor.execute(statement)
