@@ -17,6 +17,20 @@ its peak memory (``ru_maxrss``) belongs to that one deletion. Scenarios:
 - optionally the oldest 50% again with a bigger batch (``--big-batch N`` runs per
   transaction), to show what the batch size is worth.
 
+A month of N events (``--fill-month N``, PostgreSQL): one calendar month (October 2026) of
+N events and N/10 runs, written by SQL straight into a database converted to month
+partitions (``partition_history`` on an empty database, then ``INSERT ... SELECT`` from
+generate_series with the triggers off, then VACUUM ANALYZE, as autovacuum leaves a
+finished month), plus 1% more in November; then ``purge_started_before(2026-11-01)``
+on it in place: October's log partition dropped whole, its runs deleted in batches, each
+phase timed. bench/generate.py's history spans 90 days and a generated database must be
+converted row by row (~2,800 rows/s under load: an hour for 10M events), so the month is
+made here. Its payloads are small (few words: the search indexes' cost per event grows
+with the text, and a DROP never reads it), so its files are ~1/3 the size of real events'.
+
+    .venv/bin/python bench/purge.py --fill-month 10000000 \
+        --source postgres://postgres@127.0.0.1:5432/sa_part_10m   # made, measured, dropped
+
 Besides wall-clock time, each row has the CPU time of the child and of its PostgreSQL
 backend (read from /proc): on a machine shared with other work, rows per CPU second is
 the steadier figure. With several workers the backends come and go with their
@@ -107,11 +121,15 @@ def child(
         # apart: whole months dropped, then the runs (and the boundary month) in batches.
         from runs.managers import LogPartitions
 
+        backend_drop = backend_cpu_s(connection)
         dropped = LogPartitions().drop_months_before(cutoff)
-        extra["drop_s"] = round(time.perf_counter() - began, 2)
+        extra["drop_s"] = round(time.perf_counter() - began, 3)
+        extra["drop_backend_cpu_s"] = round(backend_cpu_s(connection) - backend_drop, 3)
         extra["months_dropped"] = len(dropped)
+        # The planner's estimate (a dropped month is never read); checked below.
         extra["logs_in_dropped_months"] = sum(rows for _name, rows in dropped)
         deleted_runs, deleted_logs = purge.purge_started_before(cutoff, workers=workers)
+        extra["runs_phase_s"] = round(time.perf_counter() - began - extra["drop_s"], 2)
         deleted_logs += extra["logs_in_dropped_months"]
     elif method == "purge_started_before":
         options = {"batch_size": batch_size} if batch_size else {}
@@ -126,6 +144,12 @@ def child(
     backend = backend_cpu_s(connection) - backend_began
     machine = machine_cpu_s() - machine_began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if method == "month partitions":
+        # Dropped months report their estimated rows: the exact check is what is left.
+        extra["logs_estimate_error"] = deleted_logs - expected_logs
+        if SkillRunLog.objects.count() != total_logs - expected_logs:
+            raise SystemExit("logs of runs before the cutoff are left, or others went")
+        deleted_logs = expected_logs
     if (deleted_runs, deleted_logs) != (expected_runs, expected_logs):
         raise SystemExit(
             f"deleted {deleted_runs} runs / {deleted_logs} logs, expected "
@@ -266,6 +290,141 @@ def scenario(
     return row
 
 
+FILL_MONTH = datetime(2026, 10, 1, tzinfo=UTC)
+FILL_NEXT = datetime(2026, 11, 1, tzinfo=UTC)
+FILL_CHUNK_RUNS = 50_000  # logs written per statement: 500,000 events
+
+
+def fill_month(url: str, events: int, budget_s: float) -> dict:
+    """A new database at ``url``, converted to month partitions while empty, holding one
+    month (FILL_MONTH) of ``events`` events, 10 per run, and 1% more runs in the month
+    after. Written with session_replication_role = replica (no trigger fires: the derived
+    tables are not what a DROP of a month reads), every index in place, then VACUUM
+    ANALYZE. Logs go in chunks; past ``budget_s`` seconds the filling stops (the month
+    then holds fewer events; the record says how many)."""
+    import psycopg
+    from psycopg import sql
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    name = info["dbname"]
+    admin = dict(info, dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], env=env, cwd=ROOT, check=True
+    )
+    now = datetime.now(UTC)
+    months_back = (now.year - FILL_MONTH.year) * 12 + now.month - FILL_MONTH.month
+    subprocess.run(
+        [sys.executable, "manage.py", "partition_history", "--months-back", str(months_back)],
+        env=env, cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    timings["schema_s"] = time.perf_counter() - began
+    runs = events // 10
+    later = max(runs // 100, 1)
+    month_s = (FILL_NEXT - FILL_MONTH).total_seconds()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET session_replication_role = replica")
+        began = time.perf_counter()
+        conn.execute(
+            "INSERT INTO skill_runs (id, skill_id, caller_id, channel_id, inputs, started_at, "
+            "finished_at, status, output, error, tool_calls_count, runtime_seconds, "
+            "parent_run_id, total_input_tokens, total_output_tokens, total_thinking_tokens) "
+            "SELECT format('fill-%%s', lpad(i::text, 9, '0')), 'skill-' || (i %% 40), "
+            "'caller-' || (i %% 25), 'channel-' || (i %% 5), '{}'::jsonb, s.at, "
+            "s.at + interval '30 seconds', CASE WHEN i %% 20 = 0 THEN 'error' ELSE 'ok' END, "
+            "'', '', 3, 30.0, '', 100, 50, 0 FROM generate_series(1, %s) i, LATERAL (SELECT "
+            "CASE WHEN i <= %s THEN %s + (i - 1) * %s * interval '1 second' "
+            "ELSE %s + (i - %s) * interval '1 second' END AS at) s",
+            [runs + later, runs, FILL_MONTH, month_s / runs, FILL_NEXT, runs],
+        )
+        timings["runs_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        written = 0
+        for first in range(1, runs + later + 1, FILL_CHUNK_RUNS):
+            if time.perf_counter() - began > budget_s:
+                print(f"  fill: budget spent, {written:,} events written", flush=True)
+                break
+            last = first + FILL_CHUNK_RUNS - 1
+            # Small payloads of few words: the search GIN indexes cost ~0.2 ms an event under load
+            # with 300-byte ones (5x), and a DROP does not read them.
+            cur = conn.execute(
+                "INSERT INTO skill_run_logs_by_month (run_id, sequence, event_type, payload, "
+                "created_at, run_started_at) SELECT r.id, n, 'step', jsonb_build_object("
+                "'n', n, 'tool', 'tool-' || (n %% 7), 'args', 'value ' || r.id), "
+                "r.started_at + n * interval '1 second', r.started_at FROM skill_runs r, "
+                "generate_series(1, 10) n WHERE r.id BETWEEN format('fill-%%s', "
+                "lpad(%s::text, 9, '0')) AND format('fill-%%s', lpad(%s::text, 9, '0'))",
+                [first, last],
+            )
+            written += cur.rowcount
+            rate = written / (time.perf_counter() - began)
+            print(f"  fill: {written:,} events ({rate:,.0f}/s)", flush=True)
+        timings["events_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        conn.execute("SET session_replication_role = origin")
+        conn.execute("VACUUM ANALYZE skill_runs")
+        conn.execute("VACUUM ANALYZE skill_run_logs_by_month")
+        timings["vacuum_s"] = time.perf_counter() - began
+        october = conn.execute(
+            "SELECT pg_total_relation_size('skill_run_logs_m202610')"
+        ).fetchone()[0]
+    return {
+        "fill_runs": runs + later,
+        "fill_events": written,
+        "october_logs_bytes": october,
+        **{k: round(v, 1) for k, v in timings.items()},
+    }
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    name = info["dbname"]
+    with psycopg.connect(**dict(info, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def month_in_place(url: str, events: int, budget_s: float, keep: bool) -> dict:
+    """--fill-month: fill, then purge everything before FILL_NEXT on it in a child
+    process, then drop the database (it is big) unless ``keep``."""
+    print(f"filling {url.rsplit('/', 1)[-1]} with a month of {events:,} events", flush=True)
+    filled = fill_month(url, events, budget_s)
+    print(f"  filled: {filled}", flush=True)
+    env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-purge", DEBUG="0")
+    try:
+        args = [sys.executable, __file__, "--child", "month partitions", "--cutoff"]
+        args += [FILL_NEXT.isoformat(), "--workers", "1"]
+        done = subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    finally:
+        if not keep:
+            drop_database(url)
+    row = json.loads(done.stdout.strip().splitlines()[-1]) | filled
+    row.update(method="month partitions", share=f"before {FILL_NEXT:%Y-%m-%d}", copy_s=0)
+    events_per_s = row["logs_in_dropped_months"] / max(row["drop_s"], 1e-6)
+    print(
+        f"  October's partition ({row['logs_in_dropped_months']:,} events by the estimate, "
+        f"{row['october_logs_bytes'] / 2**30:.2f} GiB) dropped in {row['drop_s']} s "
+        f"= {events_per_s:,.0f} events/s ({row['drop_backend_cpu_s']} s PostgreSQL CPU); "
+        f"then {row['runs_deleted']:,} runs in {row['runs_phase_s']} s; all in "
+        f"{row['seconds']} s, peak RSS {row['peak_rss_mb']} MB (+{row['rss_growth_mb']} MB); "
+        f"estimate off by {row['logs_estimate_error']:,} events",
+        flush=True,
+    )
+    return row
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -311,6 +470,20 @@ def main(argv=None) -> None:
         action="store_true",
         help="with --month-cutoff: run only those two scenarios",
     )
+    parser.add_argument(
+        "--fill-month",
+        type=int,
+        default=0,
+        help="PostgreSQL: make --source (a new database, dropped after) hold a month of this "
+        "many events on month partitions and purge it in place; nothing else runs",
+    )
+    parser.add_argument(
+        "--fill-budget",
+        type=float,
+        default=1800,
+        help="with --fill-month: stop writing events after this many seconds",
+    )
+    parser.add_argument("--keep", action="store_true", help="with --fill-month: keep the database")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
@@ -328,6 +501,27 @@ def main(argv=None) -> None:
     started = datetime.now(UTC)
     print(f"purge benchmark on copies of {args.source}", flush=True)
     rows = []
+    if args.fill_month:
+        if engine != "postgresql":
+            parser.error("--fill-month needs PostgreSQL")
+        row = month_in_place(args.source, args.fill_month, args.fill_budget, args.keep)
+        record = {
+            "engine": engine,
+            "source": args.source.rsplit("/", 1)[-1] + " (filled by --fill-month, then dropped)",
+            "runs": row["total_runs"],
+            "events": row["total_logs"],
+            "date": started.isoformat(timespec="seconds"),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "rows": [row],
+            "notes": "One month of events on month partitions, purged in place: October's "
+            "partition dropped whole (never read: its rows are the planner's estimate, "
+            "checked against a count after), then its runs in batches.",
+        }
+        from bench import report
+
+        path = report.save(f"purge-month-{engine}-{row['total_logs']}", record)
+        print(f"wrote {path.relative_to(ROOT)}")
+        return
     if args.month_cutoff and engine == "postgresql":
         for method in args.month_methods.split(","):
             rows.append(scenario(args.source, method, None, None, cutoff=args.month_cutoff))
