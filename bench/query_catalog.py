@@ -40,7 +40,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from runs import contract
+from runs import contract, search
 from runs.contract import RunFilter
 from runs.managers import RunTransfer, SkillSummaryManager
 from runs.models import SkillRun, SkillRunCount, SkillRunLog, SkillSummary
@@ -139,6 +139,13 @@ class Query:
     # or hashing the range's rows to group them is the point)
     shape: str = ""
     writes: bool = False  # rolled back, but it locks rows while it runs
+    # When SQLite sends another number of statements (a search's fts5vocab row counts).
+    sqlite_statements: int | None = None
+
+    def statement_count(self, vendor: str) -> int:
+        if vendor == "sqlite" and self.sqlite_statements is not None:
+            return self.sqlite_statements
+        return self.statements
 
 
 class _FirstBatchDone(Exception):
@@ -428,7 +435,97 @@ def _catalog() -> list[Query]:
             walk_ok=True,
         ),
     ]
+    queries += _search_queries()
     return queries
+
+
+def _search_page(
+    q: Callable[[Sample], str], **fields: Any
+) -> Callable[[DjangoStorage, Sample], Any]:
+    """The run list's search (runs/web/views.py): the newest page of the runs matching q."""
+
+    def call(storage: DjangoStorage, sample: Sample) -> Any:
+        values = {k: (v(sample) if callable(v) else v) for k, v in fields.items()}
+        return list(
+            SkillRun.objects.db_manager(storage.using)
+            .matching(RunFilter(top_level_only=True, **values))
+            .searching(search.parse(q(sample)))
+            .newest_first()
+            .summaries()[:51]
+        )
+
+    return call
+
+
+# The search's FTS5 tables (SQLite): read through their own index (MATCH, rowid, term); a
+# read with no constraint is caught on its own ("full scan of a search table").
+_FTS_TABLES = (
+    "skill_run_search_runs",
+    "skill_run_search_logs",
+    "skill_run_search_runs_vocab",
+    "skill_run_search_logs_vocab",
+)
+
+
+def _search_queries() -> list[Query]:
+    """The search (runs.search, SkillRunQuerySet.searching): a clause in at most
+    SEARCH_SET_LIMIT indexed rows drives from its index entries and sorts its runs (shape
+    match_set: that sort is bounded by the limit); a commoner one walks the list's index
+    newest first, probing each run, until the page is full (walk_ok). Which one a word
+    gets depends on the history's size, so the common words accept both; a full scan of a
+    table fails either way. SQLite first reads each word's row count in
+    the fts5vocab tables (one statement per word and table); PostgreSQL asks its planner
+    (EXPLAIN, not counted). The rare word is the newest run's id: in its own text only."""
+    return [
+        Query(
+            "search: rare word",
+            _search_page(lambda s: s.run_id),
+            derived=_FTS_TABLES,
+            shape="match_set",
+            sqlite_statements=3,
+        ),
+        Query(
+            "search: rare word + skill filter",
+            _search_page(lambda s: s.run_id, skill_id=lambda s: s.busy_skill_id),
+            derived=_FTS_TABLES,
+            shape="match_set",
+            sqlite_statements=3,
+        ),
+        Query(
+            "search: common word",
+            _search_page(lambda s: "agent"),
+            walk_ok=True,
+            shape="match_set",
+            derived=_FTS_TABLES,
+            sqlite_statements=3,
+        ),
+        Query(
+            "search: common phrase",
+            _search_page(lambda s: '"token expired"'),
+            walk_ok=True,
+            shape="match_set",
+            derived=_FTS_TABLES,
+            sqlite_statements=5,
+        ),
+        Query(
+            "search: common word, a rare one excluded",
+            _search_page(lambda s: f"agent -{s.run_id}"),
+            walk_ok=True,
+            shape="match_set",
+            derived=_FTS_TABLES,
+            sqlite_statements=3,
+        ),
+        Query(
+            "search: snippets of a page (rare word)",
+            lambda st, s: SkillRun.objects.db_manager(st.using).search_sources(
+                s.page_ids[:50], search.parse(s.run_id)
+            ),
+            derived=(*_FTS_TABLES, "r", "x"),
+            shape="match_set",
+            statements=2,  # the runs' text heads, then the other runs' first matching event
+            sqlite_statements=4,  # heads, the word's two row counts, events by its entries
+        ),
+    ]
 
 
 def _first_batch(storage: DjangoStorage, matching) -> list:
@@ -585,7 +682,7 @@ def _pg_problems(query: Query, root: dict) -> list[str]:
             top_n = {a["Node Type"] for a in ancestors} & _TOP_N
             if _pg_unbounded(node):
                 found.append(f"{kind} of rows read with no index condition")
-            elif top_n and node["Plan Rows"] > SMALL_SORT:
+            elif top_n and node["Plan Rows"] > SMALL_SORT and query.shape != "match_set":
                 found.append(
                     f"{kind} of ~{node['Plan Rows']} rows under {'/'.join(sorted(top_n))}:"
                     " every matching row is read to return a few"
@@ -626,12 +723,19 @@ def _sqlite_problems(query: Query, sql: str, rows: list[tuple[int, int, str]]) -
         if "AUTOMATIC" in detail:
             found.append(f"index built from a full scan: {detail}")
         grouping = query.shape == "aggregate" and "GROUP BY" in detail
+        # A search's match set (runs.managers.SEARCH_SET_LIMIT bounds it) is sorted newest
+        # first, or grouped by run (the snippets' first matching events).
+        match_set = query.shape == "match_set" and ("ORDER BY" in detail or "GROUP BY" in detail)
         if (
             "TEMP B-TREE" in detail
             and not grouping
+            and not match_set
             and ("ORDER BY" not in detail or _LIMITED.search(sql))
         ):
             found.append(f"sort of every matching row: {detail}")
+        if detail.endswith("VIRTUAL TABLE INDEX 0:"):
+            # A search's FTS5 or fts5vocab table read with no MATCH, rowid or term.
+            found.append(f"full scan of a search table: {detail}")
         words = detail.split(" ")
         if words[0] not in ("SCAN", "SEARCH") or words[1] in query.derived:
             continue

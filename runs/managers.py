@@ -9,6 +9,7 @@ statement at all (the skills page's counts, the rebuild of the run counts).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -2644,7 +2645,10 @@ BEGIN
 END
 $body$
 """
-        statements = [runs_function, logs_function]
+        # Static SQL per operation instead of EXECUTE: PL/pgSQL then keeps each statement's
+        # plan for the session, where EXECUTE plans the CTEs again on every statement
+        # (measured: most of the triggers' cost on a finish or a 1,000-event batch).
+        statements = [_pg_static(runs_function), _pg_static(logs_function)]
         for table, function, transition in (
             ("skill_runs", "skill_run_stats_apply", "runs"),
             ("skill_run_logs", "skill_run_usage_apply", "logs"),
@@ -2882,6 +2886,51 @@ $body$
             "ON skill_run_logs WHEN OLD.event_type = 'step' OR NEW.event_type = 'step' BEGIN "
             f"{self._sqlite_step('OLD', -1)} {self._sqlite_step('NEW', 1)} END",
         ]
+
+
+def _pg_literal(expression: str) -> str:
+    """The text of a PL/pgSQL string expression made of '...' literals (adjacent ones
+    concatenated, '' for a quote) or one $q$...$q$ literal."""
+    expression = expression.strip()
+    if expression.startswith("$q$"):
+        return expression[3 : expression.rindex("$q$")]
+    parts = re.findall(r"'((?:[^']|'')*)'", expression)
+    return "".join(part.replace("''", "'") for part in parts)
+
+
+def _pg_static(function: str) -> str:
+    """Rewrite a trigger function's ``IF TG_OP ... v := <sql>; ... END IF; EXECUTE
+    format($sql$...%s...$sql$, v) INTO ...;`` into one static statement per operation."""
+    pattern = re.compile(
+        r"    IF TG_OP = 'INSERT' THEN\n(?P<ins>.*?)\n    ELSIF TG_OP = 'DELETE' THEN\n"
+        r"(?P<del>.*?)\n    ELSE\n(?P<upd>.*?)\n    END IF;\n"
+        r"    EXECUTE format\(\$sql\$(?P<body>.*?)\$sql\$, (?P<var>\w+)\) INTO (?P<into>[^;]+);",
+        re.S,
+    )
+
+    def branch(code: str, body: str, into: str, var: str) -> str:
+        code = code.strip()
+        if not code.startswith(f"{var} :="):
+            return "        " + code  # e.g. RETURN NULL
+        sql = _pg_literal(code[len(var) + 3 : code.rstrip().rindex(";")])
+        return "        " + body.strip().replace("%s", sql, 1) + f" INTO {into};"
+
+    def rewrite(match) -> str:
+        body, var, into = match["body"], match["var"], match["into"]
+        return (
+            "    IF TG_OP = 'INSERT' THEN\n"
+            + branch(match["ins"], body, into, var)
+            + "\n    ELSIF TG_OP = 'DELETE' THEN\n"
+            + branch(match["del"], body, into, var)
+            + "\n    ELSE\n"
+            + branch(match["upd"], body, into, var)
+            + "\n    END IF;"
+        )
+
+    rewritten, count = pattern.subn(rewrite, function)
+    if not count:
+        raise RuntimeError("no EXECUTE to make static")
+    return rewritten
 
 
 class ModelPriceManager(models.Manager):
