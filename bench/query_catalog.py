@@ -43,12 +43,21 @@ from django.db import connections, transaction
 from runs import contract, search
 from runs.contract import RunFilter
 from runs.managers import RunTransfer, SkillSummaryManager
-from runs.models import SkillRun, SkillRunCount, SkillRunLog, SkillSummary
+from runs.models import (
+    RunModelUsage,
+    SkillRun,
+    SkillRunCount,
+    SkillRunLog,
+    SkillRunStat,
+    SkillSummary,
+)
 from runs.services import purge
 from runs.storage import DjangoStorage
 
 TABLES = frozenset(
     {SkillRun._meta.db_table, SkillRunLog._meta.db_table, SkillRunCount._meta.db_table}
+    # the stats buckets and the per-run model usage (migration 0012)
+    | {"skill_run_stats", "skill_run_runtimes", "skill_model_usage_stats", "skill_run_model_usage"}
 )
 
 # The purge deletes in batches of ids (2000 by default): 0.2% of a reference table of 1M runs.
@@ -436,6 +445,7 @@ def _catalog() -> list[Query]:
         ),
     ]
     queries += _search_queries()
+    queries += _stats_queries()
     return queries
 
 
@@ -531,6 +541,55 @@ def _search_queries() -> list[Query]:
 def _first_batch(storage: DjangoStorage, matching) -> list:
     batches = RunTransfer(storage.using).run_batches(matching, 2000)
     return next(batches, [])
+
+
+def _stats_queries() -> list[Query]:
+    """/stats/ and GET /api/stats/ (SkillRunStatManager.bucket_rows, three grouped reads):
+    from the buckets, a range of each bucket table's key (span, period_start, ...); with a
+    caller filter (the exact path), a range of the caller's top-level index, the usage by
+    run id. And the list's cost column: a page of runs' usage rows by their key."""
+
+    def buckets(**filters: Any) -> Callable[[DjangoStorage, Sample], Any]:
+        def call(storage: DjangoStorage, sample: Sample) -> Any:
+            values = {k: (v(sample) if callable(v) else v) for k, v in filters.items()}
+            since = (sample.newest - timedelta(days=30)).replace(hour=0, minute=0, second=0)
+            return SkillRunStat.objects.db_manager(storage.using).bucket_rows(
+                "day", since, sample.newest, **values
+            )
+
+        return call
+
+    # SQLite's names for the reads' CTEs and subqueries (the percentile's running counts
+    # over the summed histogram, the UNION ALL that stands for GROUPING SETS): derived rows,
+    # not tables.
+    derived = ("h", "c", "s", "x", *(f"(subquery-{n})" for n in range(1, 40)))
+    return [
+        Query(
+            "stats: 30 days by day (buckets)",
+            buckets(),
+            statements=3,
+            shape="aggregate",
+            derived=derived,
+        ),
+        Query(
+            "stats: 30 days by day, one skill (buckets)",
+            buckets(skill_id=lambda s: s.skill_id),
+            statements=3,
+            shape="aggregate",
+            derived=derived,
+        ),
+        Query(
+            "stats: 30 days by day, a caller (from the runs)",
+            buckets(caller_id=lambda s: s.caller_id),
+            statements=3,
+            shape="aggregate",
+            derived=derived,
+        ),
+        Query(
+            "cost column: a page of runs' model usage",
+            lambda st, s: RunModelUsage.objects.db_manager(st.using).for_runs(s.page_ids),
+        ),
+    ]
 
 
 QUERIES: list[Query] = _catalog()
@@ -682,7 +741,14 @@ def _pg_problems(query: Query, root: dict) -> list[str]:
             top_n = {a["Node Type"] for a in ancestors} & _TOP_N
             if _pg_unbounded(node):
                 found.append(f"{kind} of rows read with no index condition")
-            elif top_n and node["Plan Rows"] > SMALL_SORT and query.shape != "match_set":
+            elif (
+                top_n
+                and node["Plan Rows"] > SMALL_SORT
+                and query.shape != "match_set"
+                # an aggregate groups (or runs counts over) its whole index range: that
+                # sort is the point, unless a LIMIT then keeps a few of the groups
+                and not (query.shape == "aggregate" and "Limit" not in top_n)
+            ):
                 found.append(
                     f"{kind} of ~{node['Plan Rows']} rows under {'/'.join(sorted(top_n))}:"
                     " every matching row is read to return a few"

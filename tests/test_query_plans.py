@@ -48,6 +48,14 @@ def _gather_statistics() -> None:
         if connection.vendor == "postgresql":
             cursor.execute(f"VACUUM ANALYZE {SkillRun._meta.db_table}")
             cursor.execute(f"VACUUM ANALYZE {SkillRunLog._meta.db_table}")
+            # the stats buckets and the per-run model usage (migration 0012)
+            for table in (
+                "skill_run_stats",
+                "skill_run_runtimes",
+                "skill_run_model_usage",
+                "skill_model_usage_stats",
+            ):
+                cursor.execute(f"VACUUM ANALYZE {table}")
             if LogPartitions().state() == "partitioned":  # the view is not vacuumed itself
                 cursor.execute(f"VACUUM ANALYZE {LOGS_BY_MONTH}")
         else:
