@@ -26,7 +26,8 @@ on it in place: October's log partition dropped whole, its runs deleted in batch
 phase timed. bench/generate.py's history spans 90 days and a generated database must be
 converted row by row (~2,800 rows/s under load: an hour for 10M events), so the month is
 made here. Its payloads are small (few words: the search indexes' cost per event grows
-with the text, and a DROP never reads it), so its files are ~1/3 the size of real events'.
+with the text, and a DROP never reads it): ~270 bytes an event with its indexes, half
+what generated events take (~540).
 
     .venv/bin/python bench/purge.py --fill-month 10000000 \
         --source postgres://postgres@127.0.0.1:5432/sa_part_10m   # made, measured, dropped
