@@ -586,6 +586,17 @@ def _stats_queries() -> list[Query]:
             derived=derived,
         ),
         Query(
+            "skills page cost: a page of skills' 7 days of model usage",
+            lambda st, s: SkillRunStat.objects.db_manager(st.using).skill_usage(
+                "day",
+                (s.newest - timedelta(days=7)).replace(hour=0, minute=0, second=0),
+                s.newest,
+                [s.skill_id],
+            ),
+            shape="aggregate",
+            derived=derived,
+        ),
+        Query(
             "cost column: a page of runs' model usage",
             lambda st, s: RunModelUsage.objects.db_manager(st.using).for_runs(s.page_ids),
         ),

@@ -2262,6 +2262,7 @@ MODEL_NAME_MAX_LENGTH = 255
 STATS_PERCENTILES = (50, 95)
 USAGE_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "thinking_tokens")
 RUN_TOKENS = ("input_tokens", "output_tokens", "thinking_tokens")
+USAGE_SUMS = "SUM(runs), SUM(steps), " + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
 
 
 class StatsSql:
@@ -3155,15 +3156,8 @@ class SkillRunStatManager(models.Manager):
             # Usage per (period, model) and per (skill, segment, model): a segment is the
             # buckets between two price changes (``segments``: bucket starts where a new
             # price applies), so each skill's usage is one row per model and segment.
-            usage_sums = "SUM(runs), SUM(steps), " + ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
-            segment = (
-                "("
-                + " + ".join(["(CASE WHEN period >= %s THEN 1 ELSE 0 END)"] * len(segments))
-                + ")"
-                if segments
-                else "0"
-            )
-            segment_params = [adapt(moment) for moment in segments]
+            usage_sums = USAGE_SUMS
+            segment, segment_params = self._segment(segments, "period")
             with_segment = f"SELECT s.*, {segment} AS seg FROM ({usage_source}) s"
             if pg:
                 usage_sql = (
@@ -3186,6 +3180,48 @@ class SkillRunStatManager(models.Manager):
                 ]
             )
         return results[0], results[1], results[2]
+
+    def _segment(self, segments: Sequence[datetime], column: str) -> tuple[str, list]:
+        """SQL numbering the price segment a bucket start lies in (0 before the first of
+        ``segments``), and its parameters."""
+        if not segments:
+            return "0", []
+        adapt = connections[self.db].ops.adapt_datetimefield_value
+        case = f"(CASE WHEN {column} >= %s THEN 1 ELSE 0 END)"
+        return "(" + " + ".join([case] * len(segments)) + ")", [adapt(m) for m in segments]
+
+    def skill_usage(
+        self,
+        span: str,
+        since: datetime,
+        until: datetime,
+        skill_ids: Sequence[str],
+        segments: Sequence[datetime] = (),
+    ) -> list[tuple]:
+        """(skill, segment, model, runs, steps, input, output, cached input, thinking) of
+        these skills' runs (nested ones too) started in [since, until), one row per skill,
+        price segment (as in bucket_rows) and model.
+
+        The skills page asks for its 100 skills: a range of the model_usage_stats_skill
+        index per skill, never the window's rows of every skill (stats_series read all
+        20,000 skills' days for that page: 1.2 s CPU, 7-9 s at load 11).
+        """
+        if not skill_ids:
+            return []
+        adapt = connections[self.db].ops.adapt_datetimefield_value
+        segment, segment_params = self._segment(segments, "period_start")
+        marks = ", ".join(["%s"] * len(skill_ids))
+        sql = (
+            f"SELECT skill_id, {segment} AS seg, model, {USAGE_SUMS} "
+            "FROM skill_model_usage_stats "
+            f"WHERE skill_id IN ({marks}) AND span = %s "
+            "AND period_start >= %s AND period_start < %s "
+            "GROUP BY skill_id, seg, model"
+        )
+        params = [*segment_params, *skill_ids, span, adapt(since), adapt(until)]
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()]
 
     def rebuild(self) -> int:
         """Recount the four stats tables from skill_runs and skill_run_logs; returns the

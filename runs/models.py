@@ -453,6 +453,12 @@ class ModelUsageStat(models.Model):
                 name="model_usage_stats_bucket",
             ),
         ]
+        indexes = [
+            # the skills page: its 100 skills' days (SkillRunStatManager.skill_usage)
+            models.Index(
+                fields=["skill_id", "span", "period_start"], name="model_usage_stats_skill"
+            ),
+        ]
 
     def __str__(self):
         return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} {self.model}"

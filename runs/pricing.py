@@ -87,20 +87,12 @@ def skill_costs(
     skill_ids: Sequence[str], since, until, table: costs.PriceTable | None = None
 ) -> dict[str, costs.Cost]:
     """{skill: Cost} of the runs (nested ones too) started in whole UTC days [since,
-    until), from the trigger-kept usage buckets (selectors.stats_series), each day priced
-    at its start; only the skills asked for."""
-    wanted = set(skill_ids)
-    if not wanted:
+    until), from the trigger-kept usage buckets of these skills only
+    (selectors.skill_usage), each price segment priced at its start."""
+    if not skill_ids:
         return {}
     table = table if table is not None else price_table()
-    series = selectors.stats_series(
-        selectors.StatsQuery(since=since, until=until, bucket="day", top_level_only=False)
-    )
-    found = {}
-    for skill in series.skills:
-        if skill.skill_id in wanted:
-            found[skill.skill_id] = sum(
-                (table.cost_at(rows, start) for start, rows in skill.usage_by_bucket),
-                costs.Cost(),
-            )
-    return found
+    return {
+        skill_id: sum((table.cost_at(rows, start) for start, rows in usage), costs.Cost())
+        for skill_id, usage in selectors.skill_usage(skill_ids, since, until).items()
+    }

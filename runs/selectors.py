@@ -8,6 +8,7 @@ renders anything or knows about HTTP.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -628,6 +629,30 @@ def price_segments(query: StatsQuery) -> list[datetime]:
         if query.since < start < query.until:
             starts.add(start)
     return sorted(starts)
+
+
+def skill_usage(
+    skill_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, tuple[tuple[datetime, tuple[ModelUsage, ...]], ...]]:
+    """{skill: usage_by_bucket} of these skills' runs (nested ones too) started in the
+    whole UTC days [since, until), as SkillStats.usage_by_bucket gives it (one entry per
+    price segment, to price at its start), read for these skills only."""
+    query = StatsQuery(since=since, until=until, bucket="day", top_level_only=False)
+    segments = price_segments(query)
+    segment_starts = [since, *segments]
+    found: dict[str, dict[datetime, list[ModelUsage]]] = {}
+    rows = SkillRunStat.objects.skill_usage("day", since, until, list(skill_ids), segments)
+    for skill_id, segment, model, *numbers in rows:
+        usage = ModelUsage(model, *(int(x or 0) for x in numbers))
+        start = segment_starts[int(segment)]
+        found.setdefault(skill_id, {}).setdefault(start, []).append(usage)
+    return {
+        skill_id: tuple(
+            (start, tuple(sorted(rows, key=lambda u: u.model)))
+            for start, rows in sorted(by_start.items())
+        )
+        for skill_id, by_start in found.items()
+    }
 
 
 def stats_series(query: StatsQuery) -> StatsSeries:
