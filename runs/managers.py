@@ -2315,6 +2315,13 @@ class StatsSql:
             f"AS INTEGER), {limit}), -{limit}) ELSE {ZERO_RUNTIME_BIN} END)"
         )
 
+    def run_tokens(self, column: str) -> str:
+        """A run's token total as the buckets count it: 0 to MAX_STEP_TOKENS, else 0. The
+        contract stores any 64-bit total; summed into a bucket, two extreme totals would
+        overflow the bucket's 64-bit column and fail the run's write (PostgreSQL) or the
+        read's SUM (SQLite)."""
+        return f"(CASE WHEN {column} BETWEEN 0 AND {MAX_STEP_TOKENS} THEN {column} ELSE 0 END)"
+
     def step_model(self, payload: str) -> str:
         if self.pg:
             return (
@@ -2359,7 +2366,7 @@ class StatsSql:
         per table; the day rows are summed from the hour rows)."""
         hour = self.hour("started_at")
         top = "(parent_run_id = '')"
-        run_tokens = ", ".join(f"SUM(total_{t}) AS {t}" for t in RUN_TOKENS)
+        run_tokens = ", ".join(f"SUM({self.run_tokens(f'total_{t}')}) AS {t}" for t in RUN_TOKENS)
         run_cols = ", ".join(RUN_TOKENS)
         sum_run_tokens = ", ".join(f"SUM({t})" for t in RUN_TOKENS)
         usage_sums = ", ".join(f"SUM({t})" for t in USAGE_TOKENS)
@@ -2459,6 +2466,9 @@ class StatsSql:
             "AND x.skill_id = {row}.skill_id AND x.started_at = {row}.started_at "
             "AND (x.parent_run_id = '') = ({row}.parent_run_id = ''))"
         )
+        delta_tokens = ", ".join(
+            f"SUM(delta * {self.run_tokens(f'total_{t}')}) AS {t}" for t in RUN_TOKENS
+        )
         runs_function = f"""
 CREATE FUNCTION skill_run_stats_apply() RETURNS trigger LANGUAGE plpgsql AS $body$
 DECLARE
@@ -2481,7 +2491,7 @@ BEGIN
         hourly AS (
             SELECT {self.hour("started_at")} AS hour, skill_id, (parent_run_id = '') AS top_level,
                 status, SUM(delta) AS runs,
-                {", ".join(f"SUM(delta * total_{t}) AS {t}" for t in RUN_TOKENS)}
+                {delta_tokens}
             FROM c GROUP BY 1, 2, 3, 4
         ), deltas AS (
             SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, status, runs,
@@ -2703,7 +2713,7 @@ $body$
                     "INSERT INTO skill_run_stats (span, period_start, skill_id, top_level, "
                     f"status, runs, {', '.join(RUN_TOKENS)}) VALUES ('{span}', {period}, "
                     f"{row}.skill_id, {top}, {row}.status, 1, "
-                    + ", ".join(f"{row}.total_{t}" for t in RUN_TOKENS)
+                    + ", ".join(self.run_tokens(f"{row}.total_{t}") for t in RUN_TOKENS)
                     + ") ON CONFLICT (span, period_start, skill_id, top_level, status) DO "
                     "UPDATE SET runs = runs + 1, "
                     + ", ".join(f"{t} = {t} + excluded.{t}" for t in RUN_TOKENS)
@@ -2724,7 +2734,9 @@ $body$
                 )
                 statements.append(
                     "UPDATE skill_run_stats SET runs = runs - 1, "
-                    + ", ".join(f"{t} = {t} - {row}.total_{t}" for t in RUN_TOKENS)
+                    + ", ".join(
+                        f"{t} = {t} - {self.run_tokens(f'{row}.total_{t}')}" for t in RUN_TOKENS
+                    )
                     + f" WHERE {key} AND status = {row}.status;"
                 )
                 statements.append(
@@ -3064,7 +3076,7 @@ class SkillRunStatManager(models.Manager):
             period = self._period(span, "r.started_at")
             runs_source = (
                 f"SELECT {period} AS period, r.skill_id AS skill_id, r.status AS k, 1 AS runs, "
-                + ", ".join(f"r.total_{t} AS {t}" for t in RUN_TOKENS)
+                + ", ".join(f"{self._sql().run_tokens(f'r.total_{t}')} AS {t}" for t in RUN_TOKENS)
                 + f" FROM skill_runs r WHERE {condition}"
             )
             runtime_source = (
