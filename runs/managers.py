@@ -2561,17 +2561,7 @@ BEGIN
                 model, SUM(delta) AS runs, SUM(delta * steps) AS steps,
                 {", ".join(f"SUM(delta * {t}) AS {t}" for t in USAGE_TOKENS)}
             FROM c GROUP BY 1, 2, 3, 4
-        ), deltas AS (
-            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, model, runs,
-                steps, {usage_cols}
-            FROM hourly
-            UNION ALL
-            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, model, SUM(runs),
-                SUM(steps), {", ".join(f"SUM({t})" for t in USAGE_TOKENS)}
-            FROM hourly GROUP BY 2, 3, 4, 5
-        ), changed AS (
-            {self._pg_usage_upsert("deltas")}
-        )
+        ), {self._pg_usage_deltas()}
         SELECT array_agg(id) FROM changed WHERE runs <= 0
     $sql$, moved) INTO emptied_usage;
     IF emptied_usage IS NOT NULL THEN
@@ -2632,17 +2622,7 @@ BEGIN
                 SUM(runs) AS runs, SUM(steps) AS steps,
                 {", ".join(f"SUM({t}) AS {t}" for t in USAGE_TOKENS)}
             FROM counted GROUP BY 1, 2, 3, 4
-        ), deltas AS (
-            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, model, runs,
-                steps, {usage_cols}
-            FROM hourly
-            UNION ALL
-            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, model, SUM(runs),
-                SUM(steps), {", ".join(f"SUM({t})" for t in USAGE_TOKENS)}
-            FROM hourly GROUP BY 2, 3, 4, 5
-        ), changed AS (
-            {self._pg_usage_upsert("deltas")}
-        )
+        ), {self._pg_usage_deltas()}
         SELECT (SELECT array_agg(id) FROM upserted WHERE steps <= 0),
             (SELECT array_agg(id) FROM changed WHERE runs <= 0)
     $sql$, changes) INTO emptied_runs, emptied;
@@ -2677,6 +2657,22 @@ $body$
                 f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
             ]
         return statements
+
+    def _pg_usage_deltas(self) -> str:
+        """The CTEs after ``hourly`` (usage per hour, skill, top-level and model) in both
+        usage functions: each hour's and each day's deltas, upserted as ``changed``."""
+        usage_cols = ", ".join(USAGE_TOKENS)
+        return f"""deltas AS (
+            SELECT 'hour' AS span, hour AS period_start, skill_id, top_level, model, runs,
+                steps, {usage_cols}
+            FROM hourly
+            UNION ALL
+            SELECT 'day', {self.day_of_hour("hour")}, skill_id, top_level, model, SUM(runs),
+                SUM(steps), {", ".join(f"SUM({t})" for t in USAGE_TOKENS)}
+            FROM hourly GROUP BY 2, 3, 4, 5
+        ), changed AS (
+            {self._pg_usage_upsert("deltas")}
+        )"""
 
     def _pg_usage_upsert(self, source: str) -> str:
         usage_cols = ", ".join(USAGE_TOKENS)
