@@ -228,6 +228,9 @@ def install(apps, schema_editor):
     for statement in POSTGRESQL_TRIGGERS if vendor == "postgresql" else SQLITE_TRIGGERS:
         # params=None: the function's body holds format()'s %s, not a query parameter.
         schema_editor.execute(statement, params=None)
+    # The planner's statistics of the filled table now, not at autovacuum's next pass (a
+    # table it believes empty is read whole instead of through its indexes).
+    schema_editor.execute("ANALYZE skill_summaries")
 
 
 def uninstall(apps, schema_editor):

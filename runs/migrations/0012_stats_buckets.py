@@ -29,6 +29,16 @@ def install(apps, schema_editor):
         schema_editor.execute(statement, params=None)
     for statement in sql.install():
         schema_editor.execute(statement, params=None)
+    # The planner's statistics of the filled tables now, not at autovacuum's next pass: at
+    # 1M runs, before it came, the list's cost column read all 950,888 usage rows (a hash
+    # join, 421 ms) instead of probing 50 keys (5 ms).
+    for table in (
+        "skill_run_stats",
+        "skill_run_runtimes",
+        "skill_run_model_usage",
+        "skill_model_usage_stats",
+    ):
+        schema_editor.execute(f"ANALYZE {table}")
 
 
 def uninstall(apps, schema_editor):
