@@ -37,6 +37,7 @@ from .views import (
     contract_errors,
     error_response,
     json_size,
+    representation,
     with_inputs,
 )
 
@@ -73,7 +74,7 @@ def _offset_page(fetch: Callable, data) -> dict:
         want = min(BUDGET_BATCH, limit - len(budget.rows))
         batch = fetch(offset + len(budget.rows), want)
         for run in batch:
-            if not budget.add(s.RunSerializer(run).data):
+            if not budget.add(representation(s.RunSerializer, run)):
                 return {"runs": budget.rows, "next_offset": offset + len(budget.rows)}
         if len(batch) < want:
             break
@@ -137,7 +138,7 @@ def _finished_before(storage, data):
         want = min(BUDGET_BATCH, page - len(budget.rows))
         batch = [run_from_model(r) for r in with_inputs(list(finished.with_inputs_text()[:want]))]
         for run in batch:
-            if not budget.add(s.RunSerializer(run).data):
+            if not budget.add(representation(s.RunSerializer, run)):
                 # Cut at the byte budget: go on after the last run sent.
                 return {"runs": budget.rows, "next": _position(last)}
             last = run

@@ -1,22 +1,27 @@
-"""A worker's memory after a ~100 MB contract answer returns near where it was (run by
-hand, not by pytest).
+"""A worker's memory after big contract answers returns to where it was (run by hand, not by
+pytest; ~35 s with the default 10 runs).
 
-Stores RUNS runs of 2.6 MB inputs (~100 MB) in a fresh SQLite database, serves it with one
-gunicorn worker, and asks list_runs_filtered for all of them through HttpStorage: the server
-cuts each answer at 8 MiB of runs (runs.api.contract_methods.RESPONSE_BUDGET) and reads them
-20 at a time, HttpStorage follows next_offset. Before the budget 8 such runs made a 21 MB
-answer and left the worker at 870 MB.
+Stores RUNS runs of 2.6 MB inputs (10: ~26 MB, 4 answers of 8 MiB) in a fresh SQLite database,
+serves it with one gunicorn worker, and asks list_runs_filtered for all of them through
+HttpStorage three times: the server cuts each answer at 8 MiB of runs
+(runs.api.contract_methods.RESPONSE_BUDGET), HttpStorage follows next_offset. Before the
+budget 8 such runs made a 21 MB answer and left the worker at 870 MB.
 
-NOT PASSING YET (2026-12-03, 2 shared cores at load ~15). Part of the growth was glibc:
-it keeps what a thread frees in that thread's arena and gives back only the top of a heap,
-and gthread's 8 threads meant up to 8 arenas. skillaudit_site/gunicorn.conf.py now caps the
-arenas at 2 and calls malloc_trim(0) after any answer over 1 MiB. Worker RssAnon over three
-104 MB answers: without that 75 -> 226, 266, 338 MB; with it 68 -> 208, 246, 130 MB (read at
-once) and 68 -> 128, 183, 203 MB (read once the figure settles, below). Lower, but it still
-grows by ~40 MB an answer: something else keeps part of each answer (tracemalloc in the
-worker is the next step).
+Worker RssAnon (2026-12-03, 2 shared cores at load ~6):
+- before: reference cycles around each answer (the rows' ReturnDicts and their serializers;
+  the view, DRF's renderer context and the response) held the rows until the cyclic
+  collector happened to run: 69 -> 107, 163, 83 MB over three 26 MB answers, 68 -> 128,
+  183, 203 MB over three 104 MB ones. In process, gc.collect() after an answer found them
+  and RssAnon fell back to the start: Python objects freed, nothing else kept.
+- runs/api/views.py breaks those cycles (representation(), ApiView.dispatch;
+  tests/test_response_memory.py checks no answer leaves one): 62 -> 73, 73, 73 MB, a
+  high-water mark of glibc's (its mmap threshold had risen to the 8 MiB buffers' size).
+- skillaudit_site/gunicorn.conf.py fixes that threshold at 64 KiB: 64 -> 64, 64, 64 MB
+  over three 26 MB answers (32 s wall), 63 -> 63, 63, 63 MB over three 104 MB ones
+  (--runs 40, 49 s wall).
+The check fails when the worker ends more than --max-growth-mb above where it started.
 
-Usage: .venv/bin/python tests/system/response_memory.py [--runs 40] [--max-growth-mb 80]
+Usage: .venv/bin/python tests/system/response_memory.py [--runs 10] [--max-growth-mb 16]
 """
 
 from __future__ import annotations
@@ -58,8 +63,8 @@ print(ApiToken.objects.create(user=user).key)
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--max-growth-mb", type=float, default=80.0)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--max-growth-mb", type=float, default=16.0)
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="sa-memory-")) / "data"
     db = data_dir / "skillaudit.sqlite3"
