@@ -253,12 +253,17 @@ def main() -> int:
 
 
 def standby_scans(standby: Server) -> float:
-    """When the standby last started a query on the audit tables (pg_stat_activity is live;
-    table statistics are flushed only after 10 s idle)."""
+    """When the standby last started a query for a page (pg_stat_activity is live; table
+    statistics are flushed only after 10 s idle). Any client query but this one and the
+    site's health check (routing.LAG_SQL) counts: a backend shows only its last query, and
+    a page's last query on the standby may read a table whose name says nothing of runs
+    (the price table), which made a filter on the query's text miss pages the standby
+    served."""
     return float(
         standby.sql(
             "SELECT coalesce(max(extract(epoch FROM query_start)), 0) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND query ILIKE '%skill_run%'"
+            f"WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            f"AND datname = '{DB}' AND query NOT ILIKE '%pg_is_in_recovery%'"
         )
     )
 
