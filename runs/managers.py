@@ -2282,11 +2282,14 @@ class StatsSql:
     SQLite: row-level triggers, the step triggers guarded by WHEN event_type = 'step'.
     """
 
-    def __init__(self, vendor: str):
+    def __init__(self, vendor: str, *, all_skills: bool = True):
+        """``all_skills``: keep the all-skills tables too (migration 0016's); migration
+        0012, which precedes them, installs its triggers without them."""
         if vendor not in ("postgresql", "sqlite"):
             raise RuntimeError(f"the stats buckets have no triggers for {vendor}")
         self.vendor = vendor
         self.pg = vendor == "postgresql"
+        self.all_skills = all_skills
 
     # --- expressions ------------------------------------------------------------------
 
@@ -2374,7 +2377,7 @@ class StatsSql:
         model = self.step_model("payload")
         tokens = ", ".join(f"{self.step_tokens('payload', t)} AS {t}" for t in USAGE_TOKENS)
         day = self.day_of_hour("hour")
-        return [
+        statements = [
             "DELETE FROM skill_run_stats",
             "DELETE FROM skill_run_runtimes",
             "DELETE FROM skill_run_model_usage",
@@ -2430,6 +2433,65 @@ class StatsSql:
                 FROM hourly GROUP BY 2, 3, 4, 5
             ) counted WHERE true""",
         ]
+        return statements + (self.recount_all_skills() if self.all_skills else [])
+
+    def recount_all_skills(self) -> list[str]:
+        """The all-skills tables from scratch, summed from the per-skill buckets (already
+        exact): a grouped read of those tables, not of the runs."""
+        statements = []
+        for table, source, key, sums in self.ALL_SKILLS_TABLES:
+            statements += [
+                f"DELETE FROM {table}",
+                f"INSERT INTO {table} (span, period_start, top_level, {key}, {sums}) "
+                f"SELECT span, period_start, top_level, {key}, "
+                + ", ".join(f"SUM({c})" for c in sums.split(", "))
+                + f" FROM {source} GROUP BY span, period_start, top_level, {key}",
+            ]
+        return statements
+
+    # (table, per-skill table it sums, its key column after top_level, its summed columns)
+    ALL_SKILLS_TABLES = (
+        ("all_skills_run_stats", "skill_run_stats", "status", "runs, " + ", ".join(RUN_TOKENS)),
+        ("all_skills_runtimes", "skill_run_runtimes", "bin", "runs"),
+        (
+            "all_skills_model_usage_stats",
+            "skill_model_usage_stats",
+            "model",
+            "runs, steps, " + ", ".join(USAGE_TOKENS),
+        ),
+    )
+
+    def _pg_all_skills_upsert(self, name: str, table: str, source: str) -> str:
+        """``, name AS (upsert)``: the per-skill deltas ``source`` (span, period_start,
+        skill_id, top_level, key, sums...) summed over the skills into the all-skills
+        ``table``, in key order (concurrent writers lock its rows in one order); "" when
+        the all-skills tables are not kept."""
+        if not self.all_skills:
+            return ""
+        _, _, key, sums = next(t for t in self.ALL_SKILLS_TABLES if t[0] == table)
+        columns = sums.split(", ")
+        return f""", {name} AS (
+            INSERT INTO {table} AS b (span, period_start, top_level, {key}, {sums})
+            SELECT span, period_start, top_level, {key},
+                {", ".join(f"SUM({c})" for c in columns)}
+            FROM {source} GROUP BY 1, 2, 3, 4
+            HAVING {" OR ".join(f"SUM({c}) <> 0" for c in columns)}
+            ORDER BY 1, 2, 3, 4
+            ON CONFLICT (span, period_start, top_level, {key}) DO UPDATE SET
+                {", ".join(f"{c} = b.{c} + EXCLUDED.{c}" for c in columns)}
+            RETURNING id, runs
+        )"""
+
+    def _pg_all_skills_emptied(self, name: str) -> str:
+        return f", (SELECT array_agg(id) FROM {name} WHERE runs <= 0)" if self.all_skills else ""
+
+    def _pg_all_skills_delete(self, variable: str, table: str) -> str:
+        if not self.all_skills:
+            return ""
+        return f"""
+    IF {variable} IS NOT NULL THEN
+        DELETE FROM {table} WHERE id = ANY ({variable});
+    END IF;"""
 
     # --- triggers ---------------------------------------------------------------------
 
@@ -2477,6 +2539,9 @@ DECLARE
     emptied bigint[];
     emptied_runtimes bigint[];
     emptied_usage bigint[];
+    emptied_all bigint[];
+    emptied_all_runtimes bigint[];
+    emptied_all_usage bigint[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
         changes := 'SELECT {runs_cols}, 1 AS delta FROM new_runs';
@@ -2528,16 +2593,26 @@ BEGIN
             ON CONFLICT (span, period_start, skill_id, top_level, bin) DO UPDATE SET
                 runs = b.runs + EXCLUDED.runs
             RETURNING id, runs
-        )
+        ){self._pg_all_skills_upsert("all_changed", "all_skills_run_stats", "deltas")}{
+            self._pg_all_skills_upsert(
+                "all_runtimes_changed", "all_skills_runtimes", "runtime_deltas"
+            )
+        }
         SELECT (SELECT array_agg(id) FROM changed WHERE runs <= 0),
-            (SELECT array_agg(id) FROM runtimes_changed WHERE runs <= 0)
-    $sql$, changes) INTO emptied, emptied_runtimes;
+            (SELECT array_agg(id) FROM runtimes_changed WHERE runs <= 0){
+            self._pg_all_skills_emptied("all_changed")
+        }{self._pg_all_skills_emptied("all_runtimes_changed")}
+    $sql$, changes) INTO emptied, emptied_runtimes{
+            ", emptied_all, emptied_all_runtimes" if self.all_skills else ""
+        };
     IF emptied IS NOT NULL THEN
         DELETE FROM skill_run_stats WHERE id = ANY (emptied);
     END IF;
     IF emptied_runtimes IS NOT NULL THEN
         DELETE FROM skill_run_runtimes WHERE id = ANY (emptied_runtimes);
-    END IF;
+    END IF;{self._pg_all_skills_delete("emptied_all", "all_skills_run_stats")}{
+            self._pg_all_skills_delete("emptied_all_runtimes", "all_skills_runtimes")
+        }
     -- A run's model usage follows it when its bucket key (skill, start hour, top-level)
     -- changes, and goes with it when it is deleted. Inserts have none yet.
     IF TG_OP = 'INSERT' THEN
@@ -2562,11 +2637,13 @@ BEGIN
                 {", ".join(f"SUM(delta * {t}) AS {t}" for t in USAGE_TOKENS)}
             FROM c GROUP BY 1, 2, 3, 4
         ), {self._pg_usage_deltas()}
-        SELECT array_agg(id) FROM changed WHERE runs <= 0
-    $sql$, moved) INTO emptied_usage;
+        SELECT (SELECT array_agg(id) FROM changed WHERE runs <= 0){
+            self._pg_all_skills_emptied("all_changed")
+        }
+    $sql$, moved) INTO emptied_usage{", emptied_all_usage" if self.all_skills else ""};
     IF emptied_usage IS NOT NULL THEN
         DELETE FROM skill_model_usage_stats WHERE id = ANY (emptied_usage);
-    END IF;
+    END IF;{self._pg_all_skills_delete("emptied_all_usage", "all_skills_model_usage_stats")}
     IF TG_OP = 'DELETE' THEN
         DELETE FROM skill_run_model_usage WHERE run_id IN (SELECT id FROM old_runs);
     END IF;
@@ -2582,6 +2659,7 @@ DECLARE
     changes text;
     emptied_runs bigint[];
     emptied bigint[];
+    emptied_all bigint[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
         changes := $q$SELECT run_id, payload, 1 AS delta FROM new_logs
@@ -2624,14 +2702,16 @@ BEGIN
             FROM counted GROUP BY 1, 2, 3, 4
         ), {self._pg_usage_deltas()}
         SELECT (SELECT array_agg(id) FROM upserted WHERE steps <= 0),
-            (SELECT array_agg(id) FROM changed WHERE runs <= 0)
-    $sql$, changes) INTO emptied_runs, emptied;
+            (SELECT array_agg(id) FROM changed WHERE runs <= 0){
+            self._pg_all_skills_emptied("all_changed")
+        }
+    $sql$, changes) INTO emptied_runs, emptied{", emptied_all" if self.all_skills else ""};
     IF emptied_runs IS NOT NULL THEN
         DELETE FROM skill_run_model_usage WHERE id = ANY (emptied_runs);
     END IF;
     IF emptied IS NOT NULL THEN
         DELETE FROM skill_model_usage_stats WHERE id = ANY (emptied);
-    END IF;
+    END IF;{self._pg_all_skills_delete("emptied_all", "all_skills_model_usage_stats")}
     RETURN NULL;
 END
 $body$
@@ -2672,7 +2752,7 @@ $body$
             FROM hourly GROUP BY 2, 3, 4, 5
         ), changed AS (
             {self._pg_usage_upsert("deltas")}
-        )"""
+        ){self._pg_all_skills_upsert("all_changed", "all_skills_model_usage_stats", "deltas")}"""
 
     def _pg_usage_upsert(self, source: str) -> str:
         usage_cols = ", ".join(USAGE_TOKENS)
@@ -2696,124 +2776,148 @@ $body$
         "skill_run_usage_delete",
     )
 
+    def _sqlite_targets(self, per_skill: str, all_skills: str) -> list[tuple[str, bool]]:
+        """(table, keyed by skill): the per-skill buckets, then the all-skills ones."""
+        return [(per_skill, True)] + ([(all_skills, False)] if self.all_skills else [])
+
     def _sqlite_run_add(self, row: str, sign: int) -> str:
-        """Statements adding (sign 1) or removing (-1) the run ``row`` in its buckets."""
+        """Statements adding (sign 1) or removing (-1) the run ``row`` in its buckets (and
+        in the all-skills buckets)."""
         top = f"({row}.parent_run_id = '')"
         statements = []
-        for span, period in (
-            ("hour", self.hour(f"{row}.started_at")),
-            ("day", self.day_of_hour(f"{row}.started_at")),
-        ):
-            if sign > 0:
-                statements.append(
-                    "INSERT INTO skill_run_stats (span, period_start, skill_id, top_level, "
-                    f"status, runs, {', '.join(RUN_TOKENS)}) VALUES ('{span}', {period}, "
-                    f"{row}.skill_id, {top}, {row}.status, 1, "
-                    + ", ".join(self.run_tokens(f"{row}.total_{t}") for t in RUN_TOKENS)
-                    + ") ON CONFLICT (span, period_start, skill_id, top_level, status) DO "
-                    "UPDATE SET runs = runs + 1, "
-                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in RUN_TOKENS)
-                    + ";"
-                )
-                statements.append(
-                    "INSERT INTO skill_run_runtimes (span, period_start, skill_id, top_level, "
-                    f"bin, runs) SELECT '{span}', {period}, {row}.skill_id, {top}, "
-                    f"{self.runtime_bin(f'{row}.runtime_seconds')}, 1 "
-                    f"WHERE {row}.status <> 'running' "
-                    "ON CONFLICT (span, period_start, skill_id, top_level, bin) DO UPDATE SET "
-                    "runs = runs + 1;"
-                )
-            else:
-                key = (
-                    f"span = '{span}' AND period_start = {period} AND skill_id = "
-                    f"{row}.skill_id AND top_level = {top}"
-                )
-                statements.append(
-                    "UPDATE skill_run_stats SET runs = runs - 1, "
-                    + ", ".join(
-                        f"{t} = {t} - {self.run_tokens(f'{row}.total_{t}')}" for t in RUN_TOKENS
+        targets = zip(
+            self._sqlite_targets("skill_run_stats", "all_skills_run_stats"),
+            self._sqlite_targets("skill_run_runtimes", "all_skills_runtimes"),
+            strict=True,
+        )
+        for (stats, by_skill), (runtimes, _) in targets:
+            skill_col = "skill_id, " if by_skill else ""
+            skill_val = f"{row}.skill_id, " if by_skill else ""
+            for span, period in (
+                ("hour", self.hour(f"{row}.started_at")),
+                ("day", self.day_of_hour(f"{row}.started_at")),
+            ):
+                if sign > 0:
+                    statements.append(
+                        f"INSERT INTO {stats} (span, period_start, {skill_col}top_level, "
+                        f"status, runs, {', '.join(RUN_TOKENS)}) VALUES ('{span}', {period}, "
+                        f"{skill_val}{top}, {row}.status, 1, "
+                        + ", ".join(self.run_tokens(f"{row}.total_{t}") for t in RUN_TOKENS)
+                        + f") ON CONFLICT (span, period_start, {skill_col}top_level, status) DO "
+                        "UPDATE SET runs = runs + 1, "
+                        + ", ".join(f"{t} = {t} + excluded.{t}" for t in RUN_TOKENS)
+                        + ";"
                     )
-                    + f" WHERE {key} AND status = {row}.status;"
-                )
-                statements.append(
-                    f"DELETE FROM skill_run_stats WHERE {key} AND status = {row}.status "
-                    "AND runs <= 0;"
-                )
-                bin_key = f"{key} AND bin = {self.runtime_bin(f'{row}.runtime_seconds')}"
-                statements.append(
-                    f"UPDATE skill_run_runtimes SET runs = runs - 1 WHERE {bin_key} "
-                    f"AND {row}.status <> 'running';"
-                )
-                statements.append(f"DELETE FROM skill_run_runtimes WHERE {bin_key} AND runs <= 0;")
+                    statements.append(
+                        f"INSERT INTO {runtimes} (span, period_start, {skill_col}top_level, "
+                        f"bin, runs) SELECT '{span}', {period}, {skill_val}{top}, "
+                        f"{self.runtime_bin(f'{row}.runtime_seconds')}, 1 "
+                        f"WHERE {row}.status <> 'running' "
+                        f"ON CONFLICT (span, period_start, {skill_col}top_level, bin) DO UPDATE "
+                        "SET runs = runs + 1;"
+                    )
+                else:
+                    key = f"span = '{span}' AND period_start = {period} AND top_level = {top}"
+                    if by_skill:
+                        key += f" AND skill_id = {row}.skill_id"
+                    statements.append(
+                        f"UPDATE {stats} SET runs = runs - 1, "
+                        + ", ".join(
+                            f"{t} = {t} - {self.run_tokens(f'{row}.total_{t}')}" for t in RUN_TOKENS
+                        )
+                        + f" WHERE {key} AND status = {row}.status;"
+                    )
+                    statements.append(
+                        f"DELETE FROM {stats} WHERE {key} AND status = {row}.status AND runs <= 0;"
+                    )
+                    bin_key = f"{key} AND bin = {self.runtime_bin(f'{row}.runtime_seconds')}"
+                    statements.append(
+                        f"UPDATE {runtimes} SET runs = runs - 1 WHERE {bin_key} "
+                        f"AND {row}.status <> 'running';"
+                    )
+                    statements.append(f"DELETE FROM {runtimes} WHERE {bin_key} AND runs <= 0;")
         return " ".join(statements)
 
     def _sqlite_usage_move(self, row: str, sign: int) -> str:
         """Statements adding (1) or removing (-1) the run ``row``'s model usage in the
-        buckets of its key (skill, start hour, top-level)."""
+        buckets of its key (skill, start hour, top-level) and the all-skills buckets."""
         top = f"({row}.parent_run_id = '')"
         usage_cols = ", ".join(USAGE_TOKENS)
-        table = "skill_model_usage_stats"  # SQLite triggers allow no alias in UPDATE
         statements = []
-        for span, period in (
-            ("hour", self.hour(f"{row}.started_at")),
-            ("day", self.day_of_hour(f"{row}.started_at")),
+        for table, by_skill in self._sqlite_targets(
+            "skill_model_usage_stats", "all_skills_model_usage_stats"
         ):
-            if sign > 0:
-                statements.append(
-                    "INSERT INTO skill_model_usage_stats (span, period_start, skill_id, "
-                    f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', {period}, "
-                    f"{row}.skill_id, {top}, u.model, 1, u.steps, "
-                    + ", ".join(f"u.{t}" for t in USAGE_TOKENS)
-                    + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id "
-                    "ON CONFLICT (span, period_start, skill_id, top_level, model) DO UPDATE SET "
-                    "runs = runs + 1, steps = steps + excluded.steps, "
-                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
-                    + ";"
-                )
-            else:
-                key = (
-                    f"{table}.span = '{span}' AND {table}.period_start = {period} "
-                    f"AND {table}.skill_id = {row}.skill_id AND {table}.top_level = {top}"
-                )
-                statements.append(
-                    f"UPDATE {table} SET runs = {table}.runs - 1, "
-                    f"steps = {table}.steps - u.steps, "
-                    + ", ".join(f"{t} = {table}.{t} - u.{t}" for t in USAGE_TOKENS)
-                    + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id AND {key} "
-                    f"AND {table}.model = u.model;"
-                )
-                statements.append(f"DELETE FROM skill_model_usage_stats WHERE {key} AND runs <= 0;")
+            # (SQLite triggers allow no alias in UPDATE: the table's name qualifies.)
+            skill_col = "skill_id, " if by_skill else ""
+            skill_val = f"{row}.skill_id, " if by_skill else ""
+            for span, period in (
+                ("hour", self.hour(f"{row}.started_at")),
+                ("day", self.day_of_hour(f"{row}.started_at")),
+            ):
+                if sign > 0:
+                    statements.append(
+                        f"INSERT INTO {table} (span, period_start, {skill_col}"
+                        f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', "
+                        f"{period}, {skill_val}{top}, u.model, 1, u.steps, "
+                        + ", ".join(f"u.{t}" for t in USAGE_TOKENS)
+                        + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id "
+                        f"ON CONFLICT (span, period_start, {skill_col}top_level, model) DO "
+                        "UPDATE SET runs = runs + 1, steps = steps + excluded.steps, "
+                        + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
+                        + ";"
+                    )
+                else:
+                    key = (
+                        f"{table}.span = '{span}' AND {table}.period_start = {period} "
+                        f"AND {table}.top_level = {top}"
+                    )
+                    if by_skill:
+                        key += f" AND {table}.skill_id = {row}.skill_id"
+                    statements.append(
+                        f"UPDATE {table} SET runs = {table}.runs - 1, "
+                        f"steps = {table}.steps - u.steps, "
+                        + ", ".join(f"{t} = {table}.{t} - u.{t}" for t in USAGE_TOKENS)
+                        + f" FROM skill_run_model_usage u WHERE u.run_id = {row}.id AND {key} "
+                        f"AND {table}.model = u.model;"
+                    )
+                    statements.append(f"DELETE FROM {table} WHERE {key} AND runs <= 0;")
         return " ".join(statements)
 
     def _sqlite_step(self, row: str, sign: int) -> str:
         """Statements adding (1) or removing (-1) the step event ``row`` in its run's
-        usage and in the usage buckets (only when the run exists)."""
+        usage and in the usage buckets, per skill and of all skills (only when the run
+        exists)."""
         model = self.step_model(f"{row}.payload")
         tokens = {t: self.step_tokens(f"{row}.payload", t) for t in USAGE_TOKENS}
-        table = "skill_model_usage_stats"  # SQLite triggers allow no alias in UPDATE
         usage_cols = ", ".join(USAGE_TOKENS)
         statements = []
         run_exists = f"EXISTS (SELECT 1 FROM skill_runs r WHERE r.id = {row}.run_id)"
         is_step = f"{row}.event_type = 'step'"
+        targets = self._sqlite_targets("skill_model_usage_stats", "all_skills_model_usage_stats")
+        spans = (
+            ("hour", self.hour("r.started_at")),
+            ("day", self.day_of_hour("r.started_at")),
+        )
         if sign > 0:
-            # the bucket first: +1 run when the run had no step of this model yet
-            for span, period in (
-                ("hour", self.hour("r.started_at")),
-                ("day", self.day_of_hour("r.started_at")),
-            ):
-                statements.append(
-                    "INSERT INTO skill_model_usage_stats (span, period_start, skill_id, "
-                    f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', {period}, "
-                    f"r.skill_id, (r.parent_run_id = ''), {model}, "
-                    "CASE WHEN EXISTS (SELECT 1 FROM skill_run_model_usage u "
-                    f"WHERE u.run_id = {row}.run_id AND u.model = {model}) THEN 0 ELSE 1 END, 1, "
-                    + ", ".join(tokens.values())
-                    + f" FROM skill_runs r WHERE r.id = {row}.run_id AND {is_step} "
-                    "ON CONFLICT (span, period_start, skill_id, top_level, model) DO UPDATE SET "
-                    "runs = runs + excluded.runs, steps = steps + 1, "
-                    + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
-                    + ";"
-                )
+            # the buckets first: +1 run when the run had no step of this model yet
+            for table, by_skill in targets:
+                skill_col = "skill_id, " if by_skill else ""
+                skill_val = "r.skill_id, " if by_skill else ""
+                for span, period in spans:
+                    statements.append(
+                        f"INSERT INTO {table} (span, period_start, {skill_col}"
+                        f"top_level, model, runs, steps, {usage_cols}) SELECT '{span}', "
+                        f"{period}, {skill_val}(r.parent_run_id = ''), {model}, "
+                        "CASE WHEN EXISTS (SELECT 1 FROM skill_run_model_usage u "
+                        f"WHERE u.run_id = {row}.run_id AND u.model = {model}) THEN 0 ELSE 1 "
+                        "END, 1, "
+                        + ", ".join(tokens.values())
+                        + f" FROM skill_runs r WHERE r.id = {row}.run_id AND {is_step} "
+                        f"ON CONFLICT (span, period_start, {skill_col}top_level, model) DO "
+                        "UPDATE SET runs = runs + excluded.runs, steps = steps + 1, "
+                        + ", ".join(f"{t} = {t} + excluded.{t}" for t in USAGE_TOKENS)
+                        + ";"
+                    )
             statements.append(
                 f"INSERT INTO skill_run_model_usage (run_id, model, steps, {usage_cols}) "
                 f"SELECT {row}.run_id, {model}, 1, "
@@ -2829,27 +2933,34 @@ $body$
             + ", ".join(f"{t} = {t} - {tokens[t]}" for t in USAGE_TOKENS)
             + f" WHERE run_id = {row}.run_id AND model = {model} AND {is_step};"
         )
-        for span, period in (
-            ("hour", self.hour("r.started_at")),
-            ("day", self.day_of_hour("r.started_at")),
-        ):
-            statements.append(
-                f"UPDATE {table} SET "
-                f"runs = {table}.runs - (CASE WHEN u.steps <= 0 THEN 1 ELSE 0 END), "
-                f"steps = {table}.steps - 1, "
-                + ", ".join(f"{t} = {table}.{t} - {tokens[t]}" for t in USAGE_TOKENS)
-                + f" FROM skill_runs r JOIN skill_run_model_usage u ON u.run_id = r.id "
-                f"WHERE r.id = {row}.run_id AND u.model = {model} AND {is_step} "
-                f"AND {table}.span = '{span}' AND {table}.period_start = {period} "
-                f"AND {table}.skill_id = r.skill_id AND {table}.top_level = (r.parent_run_id = '') "
-                f"AND {table}.model = u.model;"
-            )
-            statements.append(
-                "DELETE FROM skill_model_usage_stats WHERE runs <= 0 AND model = "
-                f"{model} AND span = '{span}' AND (period_start, skill_id, top_level) IN "
-                f"(SELECT {period}, r.skill_id, (r.parent_run_id = '') FROM skill_runs r "
-                f"WHERE r.id = {row}.run_id);"
-            )
+        for table, by_skill in targets:
+            # (SQLite triggers allow no alias in UPDATE: the table's name qualifies.)
+            for span, period in spans:
+                skill_match = f"AND {table}.skill_id = r.skill_id " if by_skill else ""
+                statements.append(
+                    f"UPDATE {table} SET "
+                    f"runs = {table}.runs - (CASE WHEN u.steps <= 0 THEN 1 ELSE 0 END), "
+                    f"steps = {table}.steps - 1, "
+                    + ", ".join(f"{t} = {table}.{t} - {tokens[t]}" for t in USAGE_TOKENS)
+                    + f" FROM skill_runs r JOIN skill_run_model_usage u ON u.run_id = r.id "
+                    f"WHERE r.id = {row}.run_id AND u.model = {model} AND {is_step} "
+                    f"AND {table}.span = '{span}' AND {table}.period_start = {period} "
+                    f"{skill_match}AND {table}.top_level = (r.parent_run_id = '') "
+                    f"AND {table}.model = u.model;"
+                )
+                key_cols = (
+                    "period_start, skill_id, top_level" if by_skill else ("period_start, top_level")
+                )
+                key_vals = (
+                    f"{period}, r.skill_id, (r.parent_run_id = '')"
+                    if by_skill
+                    else f"{period}, (r.parent_run_id = '')"
+                )
+                statements.append(
+                    f"DELETE FROM {table} WHERE runs <= 0 AND model = "
+                    f"{model} AND span = '{span}' AND ({key_cols}) IN "
+                    f"(SELECT {key_vals} FROM skill_runs r WHERE r.id = {row}.run_id);"
+                )
         statements.append(
             f"DELETE FROM skill_run_model_usage WHERE run_id = {row}.run_id AND model = "
             f"{model} AND steps <= 0;"

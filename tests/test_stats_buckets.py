@@ -15,6 +15,9 @@ from django.db import connection, connections, transaction
 from runs import contract, selectors
 from runs.managers import USAGE_TOKENS
 from runs.models import (
+    AllSkillsModelUsage,
+    AllSkillsRunStat,
+    AllSkillsRuntime,
     ModelUsageStat,
     RunModelUsage,
     SkillRun,
@@ -83,11 +86,21 @@ def expected() -> dict[str, dict]:
     return {
         "stats": {k: v for k, v in stats.items() if v},
         "runtimes": dict(runtimes),
+        **all_skills(stats, runtimes, usage),
         "per_run": {
             k: {n: v[n] for n in ("steps", *USAGE_TOKENS) if v[n]} for k, v in per_run.items()
         },
         "usage": {k: v for k, v in usage.items() if v},
     }
+
+
+def all_skills(stats, runtimes, usage) -> dict[str, dict]:
+    """The per-skill numbers summed over the skills (the all-skills tables, 0016)."""
+    summed = {"all_stats": Counter(), "all_runtimes": Counter(), "all_usage": Counter()}
+    for name, counted in (("all_stats", stats), ("all_runtimes", runtimes), ("all_usage", usage)):
+        for (span, start, _skill, *rest), v in counted.items():
+            summed[name][(span, start, *rest)] += v
+    return {name: {k: v for k, v in c.items() if v} for name, c in summed.items()}
 
 
 def stored() -> dict[str, dict]:
@@ -115,6 +128,22 @@ def stored() -> dict[str, dict]:
             for u in RunModelUsage.objects.all()
         },
         "usage": usage,
+        "all_stats": {
+            (s.span, s.period_start, s.top_level, s.status, name): getattr(s, name)
+            for s in AllSkillsRunStat.objects.all()
+            for name in ("runs", "input_tokens", "output_tokens", "thinking_tokens")
+            if getattr(s, name)
+        },
+        "all_runtimes": {
+            (r.span, r.period_start, r.top_level, r.bin): r.runs
+            for r in AllSkillsRuntime.objects.all()
+        },
+        "all_usage": {
+            (u.span, u.period_start, u.top_level, u.model, name): getattr(u, name)
+            for u in AllSkillsModelUsage.objects.all()
+            for name in ("runs", "steps", *USAGE_TOKENS)
+            if getattr(u, name)
+        },
     }
 
 
@@ -125,6 +154,9 @@ def assert_exact():
     assert not SkillRunRuntime.objects.filter(runs__lte=0).exists()
     assert not RunModelUsage.objects.filter(steps__lte=0).exists()
     assert not ModelUsageStat.objects.filter(runs__lte=0).exists()
+    assert not AllSkillsRunStat.objects.filter(runs__lte=0).exists()
+    assert not AllSkillsRuntime.objects.filter(runs__lte=0).exists()
+    assert not AllSkillsModelUsage.objects.filter(runs__lte=0).exists()
 
 
 def record(storage, run_id, skill_id, steps, status=contract.STATUS_OK, parent=""):
@@ -268,8 +300,9 @@ def test_rebuild_stats_equals_what_the_triggers_kept():
     for i in range(12):
         record(storage, f"r-{i}", f"s-{i % 4}", [(f"m-{i % 3}", i, i * 2, 1)] * (i % 3))
     kept = stored()
-    SkillRunStat.objects.all().delete()
-    RunModelUsage.objects.all().delete()
+    for model in (SkillRunStat, RunModelUsage, AllSkillsRunStat, AllSkillsRuntime):
+        model.objects.all().delete()
+    AllSkillsModelUsage.objects.filter(top_level=True).delete()
     out = io.StringIO()
     call_command("rebuild_stats", stdout=out)
     assert stored() == kept

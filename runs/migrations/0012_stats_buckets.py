@@ -17,7 +17,8 @@ from runs.managers import StatsSql
 
 
 def install(apps, schema_editor):
-    sql = StatsSql(schema_editor.connection.vendor)
+    # As at this commit: the all-skills tables (migration 0016) do not exist yet.
+    sql = StatsSql(schema_editor.connection.vendor, all_skills=False)
     if sql.pg:
         # The backfill reads every run and every event: on a big database it outlasts the
         # site's statement_timeout, which would cancel the migration halfway.
