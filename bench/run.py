@@ -32,6 +32,9 @@ SECRET_KEY = "bench-only-secret-key-" + "x" * 40
 SECTIONS = ("list", "deep", "count", "pages", "stock", "contract", "http", "memory")
 DEEP_OFFSETS = (10_000, 500_000)
 MEMORY_REQUESTS = 10_000
+# What --read-only may run: in process, reads only (the contract writes runs; http and
+# memory serve from gunicorn, whose connections would not see the uncommitted bench user).
+READ_ONLY_SECTIONS = ("list", "deep", "count", "pages", "stock")
 
 
 def main(argv=None) -> None:
@@ -44,6 +47,13 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--memory-requests", type=int, help="requests in the memory test")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="leave the database as it was (a shared reference data set): the bench user and "
+        "its session live in one transaction rolled back at the end; in-process read "
+        f"sections only ({', '.join(READ_ONLY_SECTIONS)}); no results file, no report",
+    )
     args = parser.parse_args(argv)
     if not args.database_url:
         default = WORK / "bench_100k.sqlite3"
@@ -58,6 +68,12 @@ def main(argv=None) -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if args.read_only:
+        if not args.only:
+            sections = READ_ONLY_SECTIONS
+        writing = set(sections) - set(READ_ONLY_SECTIONS)
+        if writing:
+            parser.error(f"--read-only cannot run: {', '.join(sorted(writing))}")
     repeat = args.repeat or (5 if args.quick else 30)
     memory_requests = args.memory_requests or (1000 if args.quick else MEMORY_REQUESTS)
 
@@ -72,6 +88,18 @@ def main(argv=None) -> None:
     import django
 
     django.setup()
+    if args.read_only:
+        from django.db import transaction
+
+        # Everything this process writes (the bench user, its last_login, its session) is
+        # in this one transaction, rolled back: nothing is ever committed. The pages run
+        # inside it as they would in autocommit (they open no transaction of their own).
+        with transaction.atomic():
+            bench = Bench(repeat=repeat, quick=args.quick, memory_requests=memory_requests, env=env)
+            results = bench.run(sections)
+            transaction.set_rollback(True)
+        print(json.dumps(results, default=str))  # the figures, for whoever ran it
+        return
     bench = Bench(repeat=repeat, quick=args.quick, memory_requests=memory_requests, env=env)
     results = bench.run(sections)
     from bench import report
@@ -143,7 +171,8 @@ class Bench:
         }
         print(
             f"  {name:45} median {row['median_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms  "
-            f"{row['queries']:3} queries  floor {row['floor_ms'] or 0:7.2f} ms",
+            f"{row['queries']:3} queries  floor {row['floor_ms'] or 0:7.2f} ms  "
+            f"CPU {row.get('cpu_median_ms') or 0:7.2f} ms",
             flush=True,
         )
         return row
