@@ -393,6 +393,11 @@ class SkillRunRuntime(models.Model):
                 name="run_runtimes_bucket",
             ),
         ]
+        indexes = [
+            # /stats/'s first skills' histograms (SkillRunStatManager._bucket_reads): their
+            # days only, not the window's rows of every skill (migration 0016)
+            models.Index(fields=["skill_id", "span", "period_start"], name="run_runtimes_skill"),
+        ]
 
     def __str__(self):
         return f"{self.span} {self.period_start:%Y-%m-%d %H:00} {self.skill_id} bin {self.bin}"

@@ -537,6 +537,8 @@ class StatsSeries:
     points: list[StatsPoint]
     skills: list[SkillStats]
     totals: StatsPoint
+    # skills with runs in the window left out of ``skills`` (stats_series' skill_limit)
+    more_skills: int = 0
 
 
 def runtime_bin_value(bin_number: int) -> float:
@@ -655,10 +657,17 @@ def skill_usage(
     }
 
 
-def stats_series(query: StatsQuery) -> StatsSeries:
+def stats_series(
+    query: StatsQuery, *, per_skill: bool = True, skill_limit: int | None = None
+) -> StatsSeries:
     """The window's series (one point per bucket, empty ones included), its skills (most
-    runs first) and totals: three grouped reads of the buckets (or, with caller, channel
-    or status, of skill_runs: see SkillRunStatManager), folded here.
+    runs first) and totals: grouped reads of the buckets (or, with caller, channel or
+    status, of skill_runs: see SkillRunStatManager), folded here.
+
+    ``per_skill=False``: no skills (the API's answer has none, and reads none).
+    ``skill_limit``: only the first that many skills (``more_skills`` counts the others);
+    the buckets' runtime histograms and usage are read for those skills only (issue 18: a
+    30-day window of 200 skills summed ~360,000 histogram rows at 1M runs).
 
     Percentiles per point, per skill and for the window are read in the database from the
     runtime histograms summed over the point's (or skill's) rows: the bin holding the
@@ -675,6 +684,8 @@ def stats_series(query: StatsQuery) -> StatsSeries:
         statuses=query.statuses,
         top_level_only=query.top_level_only,
         segments=segments,
+        per_skill=per_skill,
+        skill_limit=skill_limit,
     )
     segment_starts = [query.since, *segments]
     starts = query.starts()
@@ -709,8 +720,15 @@ def stats_series(query: StatsQuery) -> StatsSeries:
         skill_buckets.setdefault(skill_id, {}).setdefault(segment_start, {})[model] = ModelUsage(
             model, *numbers
         )
+    ranked = sorted(skills, key=lambda k: (-sum(n for n in skills[k].runs.values() if n > 0), k))
+    more_skills = 0
+    if not per_skill:
+        ranked = []
+    elif skill_limit is not None and len(ranked) > skill_limit:
+        more_skills = len(ranked) - skill_limit
+        ranked = ranked[:skill_limit]
     skill_rows = [
-        acc.point(
+        skills[skill_id].point(
             query.since,
             cls=SkillStats,
             skill_id=skill_id,
@@ -719,14 +737,14 @@ def stats_series(query: StatsQuery) -> StatsSeries:
                 for start, models in sorted(skill_buckets.get(skill_id, {}).items())
             ),
         )
-        for skill_id, acc in skills.items()
+        for skill_id in ranked
     ]
-    skill_rows.sort(key=lambda s: (-s.total_runs, s.skill_id))
     return StatsSeries(
         query=query,
         points=[points[start].point(start) for start in sorted(points)],
         skills=skill_rows,
         totals=totals.point(query.since),
+        more_skills=more_skills,
     )
 
 

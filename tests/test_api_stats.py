@@ -2,15 +2,20 @@
 buckets and from the exact path), cost priced at read time, strict parameters, and nothing
 for anonymous or permissionless callers."""
 
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
+from django.db import connection
+from django.http import QueryDict
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from runs import contract, selectors
-from runs.filters import STATS_MAX_BUCKETS
+from runs.filters import STATS_MAX_BUCKETS, StatsParameters
 from runs.models import ModelPrice, SkillRun, SkillRunLog
 from tests.test_api import make_user, token_client
 
@@ -320,3 +325,36 @@ def test_per_skill_cost_with_a_price_change_inside_the_window_equals_pricing_eac
                 per_bucket = per_bucket + table.cost_at(point.usage, point.start)
             assert segmented.amounts == per_bucket.amounts
             assert len(skill.usage_by_bucket) == 2
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"caller": "alice"}, {"include_nested": "1"}, {"skill": "skill-1"}]
+)
+def test_a_skill_limit_keeps_the_first_skills_numbers_and_counts_the_others(runs, params):
+    """/stats/ reads the runtimes and usage of its first skills only (issue 18): their
+    numbers, the series and the totals are those of the unlimited read."""
+    parsed = StatsParameters(
+        QueryDict(urlencode({"since": "2026-05-04", "until": "2026-05-06", **params}))
+    )
+    assert parsed.is_valid(), parsed.error_messages
+    query = parsed.query()
+    full = selectors.stats_series(query)
+    for limit in (0, 1, 2, 50):
+        limited = selectors.stats_series(query, skill_limit=limit)
+        assert limited.skills == full.skills[:limit]
+        assert limited.more_skills == max(0, len(full.skills) - limit)
+        assert (limited.points, limited.totals) == (full.points, full.totals)
+    none = selectors.stats_series(query, per_skill=False)
+    assert (none.skills, none.more_skills) == ([], 0)
+    assert (none.points, none.totals) == (full.points, full.totals)
+
+
+def test_the_api_reads_no_per_skill_bucket(reader, runs):
+    """The answer has no per-skill numbers: it reads the all-skills buckets only."""
+    with CaptureQueriesContext(connection) as captured:
+        response = get(reader, since="2026-05-04", until="2026-05-06", bucket="day")
+    assert response.status_code == 200
+    sql = " ".join(q["sql"] for q in captured.captured_queries)
+    assert "all_skills_runtimes" in sql
+    for table in ("skill_run_stats", "skill_run_runtimes", "skill_model_usage_stats"):
+        assert not re.search(rf"\b{table}\b", sql), table

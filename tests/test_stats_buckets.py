@@ -414,3 +414,74 @@ def test_otlp_ingest_lands_its_steps_under_the_answering_model(client, django_us
     extra = span(1, 99, 2, "chat", 700, 800, {"gen_ai.operation.name": "chat"})
     assert post(client, key, request_of([extra])).status_code == 200
     assert_exact()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_of_different_skills_share_the_all_skills_rows_exactly():
+    """Every writer of an hour updates the same all-skills rows (migration 0016): the
+    triggers take them in key order, so writers of four skills neither deadlock nor lose a
+    count, each finish and its step event in one transaction."""
+    SkillRun.objects.bulk_create(
+        [
+            SkillRun(id=f"d-{i}", skill_id=f"skill-{i % 4}", started_at=T0, status="running")
+            for i in range(80)
+        ]
+    )
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def finish(ids):
+        try:
+            barrier.wait()
+            for n, run_id in enumerate(ids):
+                with transaction.atomic():
+                    SkillRun.objects.filter(pk=run_id).update(
+                        status="ok" if n % 3 else "error", runtime_seconds=1.5 + n
+                    )
+                    SkillRunLog.objects.create(
+                        run_id=run_id,
+                        sequence=1,
+                        event_type="step",
+                        payload={"model": "gpt", "usage": {"input_tokens": 3}},
+                        created_at=T0,
+                    )
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=finish, args=([f"d-{i}" for i in range(k, 80, 4)],))
+        for k in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert_exact()
+    assert sum(AllSkillsRunStat.objects.filter(span="day").values_list("runs", flat=True)) == 80
+    usage = AllSkillsModelUsage.objects.get(span="day", model="gpt")
+    assert (usage.runs, usage.steps, usage.input_tokens) == (80, 80, 240)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0016_fills_the_all_skills_buckets_and_its_triggers_keep_them():
+    """Runs written before 0016 (under 0012's triggers, which know no all-skills table) are
+    summed in by its backfill; the triggers it reinstalls keep the sums after."""
+    storage = DjangoStorage()
+    for i in range(6):
+        record(storage, f"m-{i}", f"s-{i % 3}", [(f"m-{i % 2}", i, 1, 0)])
+    call_command("migrate", "runs", "0015_usage_stats_by_skill", verbosity=0)
+    assert "all_skills_run_stats" not in connection.introspection.table_names()
+    for i in range(6, 10):
+        record(storage, f"m-{i}", f"s-{i % 3}", [(f"m-{i % 2}", i, 1, 0)], status="error")
+    SkillRun.objects.filter(pk="m-0").delete()
+    call_command("migrate", "runs", verbosity=0)
+    assert AllSkillsRunStat.objects.exists()
+    assert_exact()
+    record(storage, "m-after", "s-9", [("m-1", 5, 5, 5)])
+    SkillRun.objects.filter(pk="m-1").update(skill_id="s-8")
+    SkillRunLog.objects.filter(run_id="m-2").delete()
+    assert_exact()

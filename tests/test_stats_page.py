@@ -588,3 +588,20 @@ def test_the_pages_costs_are_the_apis(client, viewer, hours):
         Decimal(answers[0]["cost"]["amount"])
         == 2 * (Decimal("2.50") * 123_457 + Decimal(10) * 8_765) / 1_000_000
     )
+
+
+def test_per_skill_charts_show_the_skills_with_the_most_runs_and_count_the_others(
+    client, viewer, hours, monkeypatch
+):
+    monkeypatch.setattr(stats_views, "SKILLS_SHOWN", 2)
+    full = selector_series()
+    assert len(full.skills) == 3
+    markup = client.get(stats_url()).content.decode()
+    for ident in ("chart-skill-runtime", "chart-skill-cost"):
+        shown = {cells[0][0] for cells in table_rows(markup, ident)}
+        assert shown == {s.skill_id for s in full.skills[:2]}
+    assert "The 2 skills with the most runs; 1 more ran in this window." in markup
+    more = Elements(markup.split('class="muted stats-more-skills"', 1)[1]).tags("a")
+    assert more[0][0]["href"] == reverse("runs:skills")
+    monkeypatch.setattr(stats_views, "SKILLS_SHOWN", 3)
+    assert "more ran in this window" not in client.get(stats_url()).content.decode()

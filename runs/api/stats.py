@@ -169,5 +169,6 @@ class StatsView(ApiView):
         parameters = StatsParameters(request.GET)
         if not parameters.is_valid():
             raise exceptions.ValidationError(parameters.error_messages)
-        series = selectors.stats_series(parameters.query())
+        # The answer has no per-skill numbers: none are read.
+        series = selectors.stats_series(parameters.query(), per_skill=False)
         return Response(stats_json(series, ModelPrice.objects.price_table()))
