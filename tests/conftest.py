@@ -20,10 +20,14 @@ if os.environ.get("SKILLAUDIT_TEST_PARTITIONED"):
 
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
-    """API throttle counts (Django's cache) start empty in every test."""
+    """API throttle counts (Django's cache) start empty in every test, and no price table
+    kept by runs.pricing outlives the test that read it (a flush sends no signal)."""
     from django.core.cache import cache
 
+    from runs import pricing
+
     cache.clear()
+    pricing._cache.drop()
 
 
 # The mark (not only the `db` fixture below) tells pytest-django to create the test
