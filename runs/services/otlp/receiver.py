@@ -10,6 +10,11 @@ a WAL flush each: 45 per 512-span export). A trace is thus never half-written. I
 transaction fails on the data (a run id already taken by another writer, say), each trace
 is tried alone, and the traces that still fail are refused in partial_success while the
 others are stored.
+
+A transaction that PostgreSQL ends as a deadlock victim or a serialization failure (two
+exports whose writes reach the same roll-up rows in the triggers, in different orders) is
+run again here, up to RETRIES times: nothing of it was written, and retrying in process
+costs one more transaction instead of the exporter's 503, back-off and whole re-send.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, OperationalError
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from ...models import OtlpTrace
@@ -38,6 +43,9 @@ from .decode import (
 
 logger = logging.getLogger(__name__)
 MAX_MESSAGES = 5
+RETRIES = 3
+# deadlock_detected, serialization_failure: the transaction was rolled back whole.
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 @dataclass
@@ -110,12 +118,12 @@ def ingest(body: bytes, kind: str, content_encoding: str = "") -> Outcome:
         return data, len(protos), runs, logs
 
     try:
-        OtlpTrace.objects.store(list(received), derive)
+        _store(list(received), derive)
     except (IntegrityError, DataError):
         # Find the trace(s) at fault; store the others.
         for trace_id in sorted(received):
             try:
-                OtlpTrace.objects.store([trace_id], derive)
+                _store([trace_id], derive)
             except (IntegrityError, DataError) as exc:
                 logger.warning("OTLP trace %s refused: %s", trace_id, exc)
                 outcome.refuse(
@@ -127,3 +135,17 @@ def ingest(body: bytes, kind: str, content_encoding: str = "") -> Outcome:
     outcome.traces = len(received)
     outcome.accepted = sum(len(spans) for spans in received.values())
     return outcome
+
+
+def _store(trace_ids: list[str], derive) -> None:
+    """OtlpTrace.objects.store, run again when the database rolled it back as a deadlock
+    victim or a serialization failure (other OperationalErrors propagate: 503)."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            OtlpTrace.objects.store(trace_ids, derive)
+            return
+        except OperationalError as exc:
+            state = getattr(exc.__cause__, "sqlstate", None)
+            if state not in RETRIED_SQLSTATES or attempt == RETRIES:
+                raise
+            logger.warning("OTLP export retried (%s, attempt %d): %s", state, attempt, exc)
