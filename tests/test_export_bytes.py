@@ -7,10 +7,14 @@ that any change of field order, spacing, escaping, time or number format shows.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from runs.managers import TRANSFER_RUN_FIELDS
 from runs.models import SkillRun
 from runs.services import export
 
@@ -105,3 +109,54 @@ def test_jsonl_bytes_of_hostile_runs_are_pinned():
 def test_csv_bytes_of_hostile_runs_are_pinned():
     store_hostile()
     assert b"".join(export.csv_chunks(SkillRun.objects.all())) == EXPECTED_CSV
+
+
+# --- the row encoder against json, value by value ------------------------------------------
+
+_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def by_json(row: tuple) -> bytes:
+    """A JSON Lines line as the first version wrote it: a dict encoded by json."""
+    fields = dict(zip(TRANSFER_RUN_FIELDS, row, strict=False))
+    for name in ("started_at", "finished_at"):
+        if isinstance(fields[name], datetime):
+            fields[name] = export.iso(fields[name])
+    line = _json(fields)[:-1] + ', "inputs": ' + (row[-1] or "{}") + "}\n"
+    return line.encode("utf-8", "replace")
+
+
+# Any code point (lone surrogates too: another program's rows), any integer, any float.
+texts = st.text(st.characters(codec=None, categories=None), max_size=12)
+numbers = st.integers() | st.floats() | st.none()
+times = (
+    st.none()
+    | st.sampled_from(["2026-11-20T12:00:00.123456Z"])
+    | st.datetimes(
+        datetime(1971, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))])
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.tuples(*[texts] * 6, times, times, numbers, *[numbers] * 4, texts, texts, texts | st.none())
+)
+def test_each_line_is_what_json_wrote(row):
+    if row[6] is None:
+        row = (*row[:6], "2026-11-20T12:00:00.000000Z", *row[7:])
+    assert export._run_lines([row]) == [by_json(row)]
+    assert export._run_head(row) == by_json(row)[: -len(b"}\n")]
+
+
+def test_rows_the_fast_path_refuses_come_out_as_json_wrote_them():
+    base = ("id", "s", "c", "ch", "", "ok", "2026-11-20T12:00:00.123456Z", None, 1.5, 1, 2, 3, 4)
+    rows = [
+        (*base, "out\ud800put", "", "{}"),  # a lone surrogate: "?" in UTF-8
+        (*base[:8], float("nan"), *base[9:], "", "", None),
+        (*base[:8], float("-inf"), *base[9:], "", "", None),
+        (*base[:9], 2**70, -(2**70), True, 1.5, "", "", None),  # beyond 64 bits, a bool
+        (*base[:6], T0, T0, 7, *base[9:], "", "", None),  # datetimes, an int runtime
+    ]
+    for row in rows:
+        assert export._run_lines([row]) == [by_json(row)]

@@ -26,10 +26,10 @@ import csv
 import io
 import json
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import call
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -89,54 +89,94 @@ def guard_cell(text: str) -> str:
 # --- JSON ------------------------------------------------------------------------------
 
 
-# A run's JSON object is written column by column into a fixed template, each column by
-# an encoder of its type, instead of a dict encoded by json: at 100k runs on PostgreSQL the
-# dict and json's string escaping were ~45 us of the ~70 us a run cost the exporting
-# process; orjson escapes a string exactly as json.dumps(ensure_ascii=False) does (every
-# code point checked, tests/test_export_bytes.py) at a tenth of the time. Whatever an
-# encoder refuses (a lone surrogate, an integer beyond 64 bits, NaN, a value of another
-# type written by another program) sends the row to _run_head_text, the json version,
-# which writes the same bytes.
+# A run's JSON object is written column by column into a fixed template instead of a dict
+# encoded by json: at 100k runs on PostgreSQL the dict and json's string escaping were
+# ~45 us of the ~75 us a run cost the exporting process. orjson escapes a string exactly
+# as json.dumps(ensure_ascii=False) does (every code point checked; the bytes are pinned by
+# tests/test_export_bytes.py) at a tenth of the time; integers and finite floats go through
+# bytes formatting (%d, %r: json's spellings). Whatever this path refuses (a lone
+# surrogate, an integer beyond 64 bits, NaN, a datetime, a value of another type written
+# by another program) sends the row to _run_head_text, the json version: the same bytes.
+_EXPECTED_FIELDS = (
+    "id",
+    "skill_id",
+    "caller_id",
+    "channel_id",
+    "parent_run_id",
+    "status",
+    "started_at",
+    "finished_at",
+    "runtime_seconds",
+    "tool_calls_count",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_thinking_tokens",
+    "output",
+    "error",
+)
+assert TRANSFER_RUN_FIELDS == _EXPECTED_FIELDS, "update _run_values and its template"
+_SPELLING = {"started_at": '"%b"', "runtime_seconds": "%r"} | dict.fromkeys(
+    ("tool_calls_count", "total_input_tokens", "total_output_tokens", "total_thinking_tokens"),
+    "%d",
+)
 _RUN_HEAD = (
-    "{" + ", ".join(f'"{name}": %b' for name in TRANSFER_RUN_FIELDS) + ', "inputs": %b'
+    "{"
+    + ", ".join(f'"{name}": {_SPELLING.get(name, "%b")}' for name in TRANSFER_RUN_FIELDS)
+    + ', "inputs": %b'
 ).encode()
 _RUN_LINE = _RUN_HEAD + b"}\n"
+_FLOAT_MAX = sys.float_info.max
+_dumps_bytes = orjson.dumps
 
 
-def _time_bytes(value: str | None) -> bytes:
-    """A time already in the export's format (run_batches(iso_times=True))."""
-    if value is None:
-        return b"null"
-    return b'"' + value.encode("ascii") + b'"'  # a datetime raises: the row goes slow
-
-
-def _int_bytes(value: int) -> bytes:
-    return int.__repr__(value).encode()  # json's spelling; a float or None raises
-
-
-def _float_bytes(value: float) -> bytes:
-    text = float.__repr__(value)  # json's spelling of a finite float
-    if text[-1] in "nf":  # nan, inf, -inf: json spells them NaN, Infinity
-        raise ValueError(text)
-    return text.encode()
-
-
-def _inputs_bytes(text: str | None) -> bytes:
-    return (text or "{}").encode("utf-8", "replace")
-
-
-_ENCODERS = tuple(
-    {
-        "started_at": _time_bytes,
-        "finished_at": _time_bytes,
-        "runtime_seconds": _float_bytes,
-        "tool_calls_count": _int_bytes,
-        "total_input_tokens": _int_bytes,
-        "total_output_tokens": _int_bytes,
-        "total_thinking_tokens": _int_bytes,
-    }.get(name, orjson.dumps)
-    for name in TRANSFER_RUN_FIELDS
-) + (_inputs_bytes,)
+def _run_values(row: tuple) -> tuple:
+    """The values of _RUN_HEAD for a full row with its times as text; raises for anything
+    the json version would spell otherwise."""
+    (
+        run_id,
+        skill_id,
+        caller_id,
+        channel_id,
+        parent_run_id,
+        status,
+        started_at,
+        finished_at,
+        runtime,
+        tools,
+        input_tokens,
+        output_tokens,
+        thinking_tokens,
+        output,
+        error,
+        inputs,
+    ) = row
+    if not (
+        type(runtime) is float  # exactly: a subclass may spell itself otherwise
+        and -_FLOAT_MAX <= runtime <= _FLOAT_MAX  # NaN and infinities are json's own
+        and type(tools) is int
+        and type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(thinking_tokens) is int
+    ):
+        raise TypeError("not a plain number")
+    return (
+        _dumps_bytes(run_id),
+        _dumps_bytes(skill_id),
+        _dumps_bytes(caller_id),
+        _dumps_bytes(channel_id),
+        _dumps_bytes(parent_run_id),
+        _dumps_bytes(status),
+        started_at.encode("ascii"),  # a datetime (or None) raises
+        b"null" if finished_at is None else b'"' + finished_at.encode("ascii") + b'"',
+        runtime,
+        tools,
+        input_tokens,
+        output_tokens,
+        thinking_tokens,
+        _dumps_bytes(output),
+        _dumps_bytes(error),
+        (inputs or "{}").encode("utf-8", "replace"),
+    )
 
 
 def _text_times(row: tuple) -> tuple:
@@ -150,7 +190,7 @@ def _text_times(row: tuple) -> tuple:
 
 
 def _run_head_text(row: tuple) -> str:
-    """_run_head by json: the first version of the format, for rows the encoders refuse."""
+    """_run_head by json: the first version of the format, for rows _run_values refuses."""
     fields = dict(zip(TRANSFER_RUN_FIELDS, row, strict=False))
     for name in ("started_at", "finished_at"):
         if not isinstance(fields[name], str | None):
@@ -161,7 +201,7 @@ def _run_head_text(row: tuple) -> str:
 def _run_head(row: tuple) -> bytes:
     """The run's JSON object without its closing brace (events follow), UTF-8."""
     try:
-        return _RUN_HEAD % tuple(map(call, _ENCODERS, row))
+        return _RUN_HEAD % _run_values(row)
     except Exception:  # noqa: BLE001 -- any refusal: the json version decides
         return _run_head_text(row).encode("utf-8", "replace")
 
@@ -171,7 +211,7 @@ def _run_lines(rows: list[tuple]) -> list[bytes]:
     lines = []
     for row in rows:
         try:
-            lines.append(_RUN_LINE % tuple(map(call, _ENCODERS, row)))
+            lines.append(_RUN_LINE % _run_values(row))
         except Exception:  # noqa: BLE001 -- as in _run_head
             lines.append((_run_head_text(row) + "}\n").encode("utf-8", "replace"))
     return lines
