@@ -273,14 +273,22 @@ def test_usage_by_run_for_the_cost_column(runs):
     assert usage["run-001"] == (selectors.ModelUsage("gpt-4o", 1, 2, 2000, 1000, 0, 0),)
 
 
-@pytest.mark.parametrize("params", [{}, {"caller": "alice"}])
+@pytest.mark.parametrize("params", [{}, {"caller": "alice"}, {"hours": True}])
 def test_per_skill_numbers_over_the_window_match_the_runs(runs, params):
+    since, until, bucket = DAY, DAY + timedelta(days=3), "day"
+    if params.get("hours"):
+        # ragged ends: hour rows there, day rows for the whole day between (_skill_window)
+        since, until, bucket = DAY + timedelta(hours=10), DAY + timedelta(days=2, hours=5), "hour"
     parsed = selectors.StatsQuery(
-        since=DAY, until=DAY + timedelta(days=3), bucket="day", caller_id=params.get("caller", "")
+        since=since, until=until, bucket=bucket, caller_id=params.get("caller", "")
     )
     series = selectors.stats_series(parsed)
     keep = [
-        r for r in runs if not r.parent_run_id and r.caller_id == params.get("caller", r.caller_id)
+        r
+        for r in runs
+        if not r.parent_run_id
+        and r.caller_id == params.get("caller", r.caller_id)
+        and since <= r.started_at < until
     ]
     by_skill = {s.skill_id: s for s in series.skills}
     assert set(by_skill) == {r.skill_id for r in keep}
