@@ -5,8 +5,9 @@
 Computed when read, never stored: an edited price applies to every run at once. A run's
 usage is priced at its start (``started_at``): the per-run usage rows are sums over its
 steps, so a run spanning a price change is priced at the price of its start. Each call reads
-the price table once and the usage rows of the runs asked for in one query; a page of runs
-costs two queries, never one per row.
+the usage rows of the runs asked for in one query (never one per row) and the price table,
+kept per process between price writes (PriceTableCache): a page of runs costs one query,
+two when the table is read again.
 
 Tokens a run counts (its ``total_*`` columns) but no step attributes to a model (a writer
 that sets totals without step events) are unpriced, never 0: they are added as usage of no
@@ -150,7 +151,8 @@ def price_table() -> costs.PriceTable:
 
 def run_costs(runs: Sequence, table: costs.PriceTable | None = None) -> dict[str, costs.Cost]:
     """{run id: Cost} of these runs (summary rows or SkillRun objects: ``id``,
-    ``started_at`` and the ``total_*`` token columns). Two queries: prices and usage."""
+    ``started_at`` and the ``total_*`` token columns). The usage rows in one query; the
+    price table from PriceTableCache (a query only when it is read again)."""
     runs = list(runs)
     if not runs:
         return {}
@@ -205,7 +207,8 @@ def subtree_costs(nodes, table: costs.PriceTable | None = None) -> None:
 
 
 def with_costs(rows: Sequence, table: costs.PriceTable | None = None) -> Sequence:
-    """Set ``cost`` on each run row (a page of the run list): two queries for the page."""
+    """Set ``cost`` on each run row (a page of the run list): one query for the page
+    (two when the price table is read again)."""
     found = run_costs(rows, table)
     for row in rows:
         row.cost = found.get(row.id, costs.Cost())
