@@ -2490,7 +2490,9 @@ class StatsSql:
 
     def recount_all_skills(self) -> list[str]:
         """The all-skills tables from scratch, summed from the per-skill buckets (already
-        exact): a grouped read of those tables, not of the runs."""
+        exact): a grouped read of those tables, not of the runs. Inserted in key order, so
+        a window's day rows share a few pages (in hash order, 30 days' 2,297 runtime rows
+        at 100k runs lay on 858 pages of all_skills_runtimes)."""
         statements = []
         for table, source, key, sums in self.ALL_SKILLS_TABLES:
             statements += [
@@ -2498,7 +2500,8 @@ class StatsSql:
                 f"INSERT INTO {table} (span, period_start, top_level, {key}, {sums}) "
                 f"SELECT span, period_start, top_level, {key}, "
                 + ", ".join(f"SUM({c})" for c in sums.split(", "))
-                + f" FROM {source} GROUP BY span, period_start, top_level, {key}",
+                + f" FROM {source} GROUP BY span, period_start, top_level, {key} "
+                f"ORDER BY span, period_start, top_level, {key}",
             ]
         return statements
 
