@@ -3638,11 +3638,14 @@ class SkillRunStatManager(models.Manager):
             return [tuple(row) for row in cursor.fetchall()]
 
     def rebuild(self) -> int:
-        """Recount the four stats tables from skill_runs and skill_run_logs; returns the
-        number of skill_run_stats rows. Only needed after writes made with triggers off.
-        Writers wait meanwhile: on PostgreSQL both tables are locked against writes."""
+        """Recount the stats tables (the four per-skill ones, then the all-skills ones summed
+        from them) from skill_runs and skill_run_logs; returns the number of
+        skill_run_stats rows. Only needed after writes made with triggers off. Writers wait
+        meanwhile: on PostgreSQL both tables are locked against writes. A database not yet
+        at migration 0016 has no all-skills tables: only the per-skill ones are recounted."""
         connection = connections[self.db]
-        sql = self._sql()
+        all_skills = "all_skills_run_stats" in connection.introspection.table_names()
+        sql = StatsSql(connection.vendor, all_skills=all_skills)
         with transaction.atomic(using=self.db), connection.cursor() as cursor:
             if sql.pg:
                 cursor.execute("SET LOCAL statement_timeout = 0")
