@@ -103,6 +103,13 @@ class PriceTableCache:
             self._table = None
             self._generation += 1
 
+    def reset(self) -> None:
+        """Forget everything, this thread's pending writes too (tests: a test's transaction
+        is rolled back without on_commit, so a price write there would otherwise leave the
+        next tests of the process reading the table uncached)."""
+        self._pending().clear()
+        self.drop()
+
     def written(self, using: str | None = None) -> None:
         """A price write on ``using``: drop the table now; once committed, a new stamp
         for the other processes."""

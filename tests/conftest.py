@@ -27,7 +27,7 @@ def _fresh_throttle_counts():
     from runs import pricing
 
     cache.clear()
-    pricing._cache.drop()
+    pricing._cache.reset()
 
 
 # The mark (not only the `db` fixture below) tells pytest-django to create the test
