@@ -1,6 +1,6 @@
 """What model usage costs: a price table applied to token counts, in Decimal. No Django.
 
-A face reads the price rows (``ModelPrice.objects.price_table()``) and the usage rows (per
+A face reads the price rows (``runs.pricing.price_table()``) and the usage rows (per
 run, skill or bucket, by model) and asks a :class:`PriceTable` for the :class:`Cost`. The
 cost is computed when it is read, never stored, so an edited price applies at once.
 

@@ -12,9 +12,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
-from .. import contract, costs, selectors
+from .. import contract, costs, pricing, selectors
 from ..filters import STALE, STATS_MAX_BUCKETS, STATS_WINDOWS, STATUS_CHOICES, StatsParameters
-from ..models import ModelPrice
 from .views import READ_ERRORS, ApiView
 
 
@@ -171,4 +170,4 @@ class StatsView(ApiView):
             raise exceptions.ValidationError(parameters.error_messages)
         # The answer has no per-skill numbers: none are read.
         series = selectors.stats_series(parameters.query(), per_skill=False)
-        return Response(stats_json(series, ModelPrice.objects.price_table()))
+        return Response(stats_json(series, pricing.price_table()))

@@ -18,10 +18,9 @@ from urllib.parse import urlencode
 from django.shortcuts import render
 from django.urls import reverse
 
-from .. import contract, costs, selectors
+from .. import contract, costs, pricing, selectors
 from ..filters import STATUS_CHOICES, STATUS_GROUPS, StatsParameters
 from ..formats import count, seconds
-from ..models import ModelPrice
 from . import charts, rendering
 from .views import bad_request, dashboard_view
 
@@ -257,8 +256,9 @@ FORM_FIELDS = ("window", "since", "until", "bucket", "skill", "caller", "channel
 
 
 def costs_table() -> costs.PriceTable:
-    """The price table, read once per request (a small table; runs/costs.py)."""
-    return ModelPrice.objects.price_table()
+    """The price table (runs.pricing: kept per process between price writes, as for the
+    list and the run pages)."""
+    return pricing.price_table()
 
 
 class Pricer:
