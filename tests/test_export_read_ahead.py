@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 
 from runs import contract
+from runs.managers import PendingRows, RunTransfer
 from runs.models import SkillRun
 from runs.services import export
 from runs.storage import DjangoStorage
@@ -88,3 +89,35 @@ def test_an_error_while_reading_is_raised_in_the_caller_after_the_batches_before
     assert got == [[("first",)]]
     assert readers() == []
     assert not connection.allow_thread_sharing
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_pending_batches_hold_the_rows_of_plain_batches_across_equal_start_times(
+    eleven_runs, full
+):
+    """On PostgreSQL the export reads PendingRows (the next query sent before this batch's
+    rows are converted, its key read from the received result); the rows, their column
+    order and the keyset's walk over equal start times must be those of plain batches. 12
+    runs in batches of 3: the last query finds nothing."""
+    DjangoStorage().start_run(
+        contract.SkillRun(
+            id="ahead-tie",
+            skill_id="read-ahead",
+            caller_id="tests",
+            channel_id="c",
+            inputs={"tie": True},
+            started_at=T0 + timedelta(minutes=8),  # the same instant as ahead-08
+            status="running",
+        )
+    )
+    transfer = RunTransfer()
+    matching = SkillRun.objects.all()
+    plain = list(transfer.run_batches(matching, 3, full=full, iso_times=True))
+    pending = list(transfer.run_batches(matching, 3, full=full, iso_times=True, pending=True))
+    assert all(isinstance(b, PendingRows) == (connection.vendor == "postgresql") for b in pending)
+    fetched = [b.fetch() if isinstance(b, PendingRows) else b for b in pending]
+    assert fetched == plain
+    assert [len(batch) for batch in fetched] == [3, 3, 3, 3]
+    ids = [row[0] for batch in fetched for row in batch]
+    assert sorted(ids) == sorted([*eleven_runs, "ahead-tie"])
+    assert len(set(ids)) == len(ids)
