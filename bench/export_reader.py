@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.export import proc_cpu_s  # noqa: E402
 
-
 MODES = ("serial", "read-ahead", "pipelined")
 
 
