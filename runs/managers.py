@@ -1468,9 +1468,7 @@ class RunTransfer:
         while True:
             page = qs if after is None else qs.older_than(*after)
             sql, params = (
-                page.values_list(*columns)[:batch_size]
-                .query.get_compiler(self.using)
-                .as_sql()
+                page.values_list(*columns)[:batch_size].query.get_compiler(self.using).as_sql()
             )
             cursor = connection.cursor()
             try:

@@ -92,9 +92,7 @@ def test_an_error_while_reading_is_raised_in_the_caller_after_the_batches_before
 
 
 @pytest.mark.parametrize("full", [True, False])
-def test_pending_batches_hold_the_rows_of_plain_batches_across_equal_start_times(
-    eleven_runs, full
-):
+def test_pending_batches_hold_the_rows_of_plain_batches_across_equal_start_times(eleven_runs, full):
     """On PostgreSQL the export reads PendingRows (the next query sent before this batch's
     rows are converted, its key read from the received result); the rows, their column
     order and the keyset's walk over equal start times must be those of plain batches. 12
