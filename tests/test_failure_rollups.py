@@ -258,3 +258,48 @@ def test_concurrent_writers_leave_the_rollups_exact():
     assert errors == []
     assert stored()["parent"] == (0, 60)
     assert_exact()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement triggers: PostgreSQL")
+@pytest.mark.django_db
+def test_events_without_a_failed_tool_result_do_not_update_the_runs():
+    """Migration 0019: a statement of events holding no failed tool result ends in the
+    failed_tools trigger, before its UPDATE of skill_runs (which would fire the four
+    statement triggers of skill_runs for nothing); one holding some updates once."""
+    SkillRun.objects.bulk_create([run("a"), run("b")])
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE runs_updates (n integer)")
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.count_runs_update() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN INSERT INTO runs_updates VALUES (1); RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_count_runs_update AFTER UPDATE ON skill_runs "
+            "FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.count_runs_update()"
+        )
+
+    def updates() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM runs_updates")
+            return cursor.fetchone()[0]
+
+    # Inserted, edited and deleted, with no failed tool result among them.
+    SkillRunLog.objects.bulk_create(
+        [log("a", 1, failed=False), log("a", 2, event_type="step", payload={"is_error": True})]
+        + [log("b", s, failed=False) for s in range(1, 4)]
+    )
+    SkillRunLog.objects.filter(run_id="b", sequence=1).update(payload={"tool": "x"})
+    SkillRunLog.objects.filter(run_id="b").delete_rows()
+    assert updates() == 0
+    assert_exact()
+    # With failed results: one UPDATE per statement, the counts exact.
+    SkillRunLog.objects.bulk_create([log("b", 1), log("b", 2), log("a", 3, failed=False)])
+    assert updates() == 1
+    assert stored() == {"a": (0, 0), "b": (2, 0)}
+    SkillRunLog.objects.filter(run_id="b", sequence=1).update(payload={"is_error": False})
+    SkillRunLog.objects.filter(run_id="a", sequence=1).update(payload={"is_error": True})
+    assert updates() == 3
+    SkillRunLog.objects.filter(run_id="b").delete_rows()
+    assert updates() == 4
+    assert stored() == {"a": (1, 0), "b": (0, 0)}
+    assert_exact()
