@@ -564,11 +564,19 @@ def _stats_queries() -> list[Query]:
     # over the summed histogram, p: the periods' histogram read once, the UNION ALL that
     # stands for GROUPING SETS): derived rows,
     # not tables.
-    derived = ("h", "c", "p", "s", "x", *(f"(subquery-{n})" for n in range(1, 40)))
+    # t and r: the page's ranking of the skills (their totals, their ranks).
+    derived = ("h", "c", "p", "s", "t", "r", "x", *(f"(subquery-{n})" for n in range(1, 40)))
     return [
         Query(
             "stats: 30 days by day (buckets)",
             buckets(),
+            statements=5,
+            shape="aggregate",
+            derived=derived,
+        ),
+        Query(
+            "stats: 30 days by day, the page's first 20 skills (buckets)",
+            buckets(skill_limit=20),
             statements=5,
             shape="aggregate",
             derived=derived,

@@ -674,7 +674,7 @@ def stats_series(
     nearest rank, so within 4.9% of the exact nearest-rank value.
     """
     segments = price_segments(query)
-    runs, runtimes, usage = SkillRunStat.objects.bucket_rows(
+    runs, runtimes, usage, left_out = SkillRunStat.objects.bucket_rows(
         query.bucket,
         query.since,
         query.until,
@@ -721,11 +721,12 @@ def stats_series(
             model, *numbers
         )
     ranked = sorted(skills, key=lambda k: (-sum(n for n in skills[k].runs.values() if n > 0), k))
-    more_skills = 0
+    # skills the database left out (it ranked them: bucket_rows), then any left out here
+    more_skills = left_out
     if not per_skill:
         ranked = []
     elif skill_limit is not None and len(ranked) > skill_limit:
-        more_skills = len(ranked) - skill_limit
+        more_skills += len(ranked) - skill_limit
         ranked = ranked[:skill_limit]
     skill_rows = [
         skills[skill_id].point(

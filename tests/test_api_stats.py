@@ -357,6 +357,33 @@ def test_a_skill_limit_keeps_the_first_skills_numbers_and_counts_the_others(runs
     assert (none.points, none.totals) == (full.points, full.totals)
 
 
+def test_the_databases_ranking_breaks_ties_as_pythons_sort_of_the_names(db):
+    """The database ranks the skills for skill_limit (SkillRunStatManager._ranked_skill_runs):
+    skills with as many runs go by their names' code points, as the unlimited read's Python
+    sort does, whatever the database's collation ("B" before "a", "a-b" before "a_b" before
+    "ab", "z" before "é")."""
+    names = ["é", "ab", "a_b", "B", "a-b", "z", "Zz", "b"]
+    rows = [
+        SkillRun(
+            id=f"tie-{i}-{k}",
+            skill_id=name,
+            started_at=DAY + timedelta(hours=i, minutes=k),
+            status=("ok", "error")[k % 2],
+            runtime_seconds=1.0 + i,
+        )
+        for i, name in enumerate(names)
+        for k in range(2 if name != "b" else 3)
+    ]
+    SkillRun.objects.bulk_create(rows)
+    query = selectors.StatsQuery(since=DAY, until=DAY + timedelta(days=1), bucket="day")
+    full = selectors.stats_series(query)
+    assert [s.skill_id for s in full.skills] == ["b", *sorted(n for n in names if n != "b")]
+    for limit in (0, 1, 3, 8, 9):
+        limited = selectors.stats_series(query, skill_limit=limit)
+        assert limited.skills == full.skills[:limit]
+        assert limited.more_skills == max(0, len(names) - limit)
+
+
 def test_the_api_reads_no_per_skill_bucket(reader, runs):
     """The answer has no per-skill numbers: it reads the all-skills buckets only."""
     with CaptureQueriesContext(connection) as captured:
