@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from runs import contract, selectors
 from runs.filters import STATS_MAX_BUCKETS, StatsParameters
-from runs.models import ModelPrice, SkillRun, SkillRunLog
+from runs.models import ModelPrice, SkillRun, SkillRunLog, SkillRunStat
 from tests.test_api import make_user, token_client
 
 pytestmark = pytest.mark.django_db
@@ -355,6 +355,118 @@ def test_a_skill_limit_keeps_the_first_skills_numbers_and_counts_the_others(runs
     none = selectors.stats_series(query, per_skill=False)
     assert (none.skills, none.more_skills) == ([], 0)
     assert (none.points, none.totals) == (full.points, full.totals)
+
+
+@pytest.fixture
+def long_history(db):
+    """45 days of runs of three skills (one every ~5 h), nested ones, each with a step of
+    a priced model and one naming none; a price change inside."""
+    rows, logs = [], []
+    start = datetime(2026, 3, 29, 3, tzinfo=UTC)
+    for i in range(220):
+        started = start + timedelta(minutes=293 * i)
+        run = SkillRun(
+            id=f"long-{i:03}",
+            skill_id=f"skill-{i % 3}",
+            started_at=started,
+            status=STATUSES[i % len(STATUSES)],
+            runtime_seconds=0.2 + (i * 13 % 31),
+            total_input_tokens=10 * i,
+            total_output_tokens=i,
+            total_thinking_tokens=i % 5,
+            parent_run_id="long-000" if i % 9 == 4 else "",
+        )
+        rows.append(run)
+        for seq, payload in enumerate(
+            (
+                {"model": "gpt-4o", "usage": {"input_tokens": 100 + i, "output_tokens": 7}},
+                {"usage": {"input_tokens": 3}},
+            ),
+            start=1,
+        ):
+            logs.append(
+                SkillRunLog(
+                    run_id=run.id,
+                    sequence=seq,
+                    event_type="step",
+                    payload=payload,
+                    created_at=started,
+                )
+            )
+    SkillRun.objects.bulk_create(rows)
+    SkillRunLog.objects.bulk_create(logs)
+    for valid_from, price in (
+        (start - timedelta(days=9), "2.50"),
+        (start + timedelta(days=20, hours=7), "9"),
+    ):
+        ModelPrice.objects.create(
+            model="gpt-4o",
+            input_per_million=Decimal(price),
+            output_per_million=Decimal("10"),
+            valid_from=valid_from,
+        )
+    return rows
+
+
+@pytest.mark.parametrize(
+    "since, until, bucket",
+    [
+        # 37 days from a day that starts no block (the d16 and d4 blocks inside)
+        (datetime(2026, 3, 30, tzinfo=UTC), datetime(2026, 5, 6, tzinfo=UTC), "day"),
+        (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC), "day"),
+        # ragged hours at both ends, 11 whole days between (a price change on one)
+        (
+            datetime(2026, 4, 12, 10, tzinfo=UTC),
+            datetime(2026, 4, 24, 5, tzinfo=UTC),
+            "hour",
+        ),
+    ],
+)
+@pytest.mark.parametrize("top_level_only", [True, False])
+def test_per_skill_numbers_from_day_blocks_equal_counting_the_runs(
+    long_history, since, until, bucket, top_level_only
+):
+    """Per skill, a window's whole days are read as aligned 16- and 4-day blocks
+    (migration 0018): the skills' runs, tokens, percentiles, usage and usage per price
+    segment equal the exact path's, which counts the runs themselves (every status
+    asked for), with and without the page's skill limit."""
+    query = selectors.StatsQuery(
+        since=since, until=until, bucket=bucket, top_level_only=top_level_only
+    )
+    exact = selectors.stats_series(
+        selectors.StatsQuery(**{**query.__dict__, "statuses": tuple(contract.KNOWN_STATUSES)})
+    )
+    assert exact.skills
+    for limit in (None, 2):
+        buckets = selectors.stats_series(query, skill_limit=limit)
+        assert buckets.skills == exact.skills[:limit]
+        assert buckets.more_skills == (0 if limit is None else len(exact.skills) - limit)
+    segments = selectors.price_segments(query)
+    if bucket == "hour":
+        assert segments  # a price starts inside: that day is read as hours
+    where, params = SkillRunStat.objects._skill_window(bucket, since, until, segments, True)
+    assert "d16" in params or "d4" in params
+
+
+def test_day_blocks_cover_the_days_once_with_aligned_blocks():
+    """_day_blocks: the fewest aligned blocks (16, 4, 1 days) covering [since, until)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    sizes = {"d16": 16, "d4": 4, "day": 1}
+    for offset in range(0, 40, 3):
+        for length in (1, 3, 7, 30, 31, 90):
+            since = first + timedelta(days=offset)
+            until = since + timedelta(days=length)
+            ranges = SkillRunStat.objects._day_blocks(since, until)
+            days = []
+            for span, a, b in ranges:
+                n = sizes[span]
+                assert (a - epoch).days % n == 0 and (b - a).days % n == 0
+                days += [a + timedelta(days=d) for d in range((b - a).days)]
+            assert days == [since + timedelta(days=d) for d in range(length)]
+            if length == 30:
+                blocks = sum((b - a).days // sizes[span] for span, a, b in ranges)
+                assert blocks <= 12
 
 
 def test_the_databases_ranking_breaks_ties_as_pythons_sort_of_the_names(db):

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 
 from runs import contract, selectors
-from runs.managers import USAGE_TOKENS
+from runs.managers import STATS_BLOCK_DAYS, USAGE_TOKENS
 from runs.models import (
     AllSkillsModelUsage,
     AllSkillsRunStat,
@@ -37,9 +37,20 @@ def nearest_rank(percent: int, n: int) -> int:
     return max(1, -(-percent * n // 100))
 
 
+# the per-skill spans: hours, days and the day blocks (migration 0018)
+SKILL_SPANS = ("hour", "day", *(f"d{n}" for n in STATS_BLOCK_DAYS))
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def period(started_at: datetime, span: str) -> datetime:
     at = started_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return at.replace(hour=0) if span == "day" else at
+    if span == "hour":
+        return at
+    day = at.replace(hour=0)
+    if span == "day":
+        return day
+    # an n-day block: aligned on 1970-01-01
+    return day - timedelta(days=(day - EPOCH).days % int(span[1:]))
 
 
 def step_usage(payload) -> tuple[str, dict[str, int]]:
@@ -61,7 +72,7 @@ def expected() -> dict[str, dict]:
     runs = {r.id: r for r in SkillRun.objects.all()}
     stats, runtimes, per_run, usage = Counter(), Counter(), defaultdict(Counter), Counter()
     for r in runs.values():
-        for span in ("hour", "day"):
+        for span in SKILL_SPANS:
             key = (span, period(r.started_at, span), r.skill_id, r.parent_run_id == "")
             stats[(*key, r.status, "runs")] += 1
             for t in ("input_tokens", "output_tokens", "thinking_tokens"):
@@ -78,7 +89,7 @@ def expected() -> dict[str, dict]:
         per_run[(run_id, model)].update(tokens)
     for (run_id, model), sums in per_run.items():
         r = runs[run_id]
-        for span in ("hour", "day"):
+        for span in SKILL_SPANS:
             key = (span, period(r.started_at, span), r.skill_id, r.parent_run_id == "", model)
             usage[(*key, "runs")] += 1
             for name in ("steps", *USAGE_TOKENS):
@@ -99,7 +110,8 @@ def all_skills(stats, runtimes, usage) -> dict[str, dict]:
     summed = {"all_stats": Counter(), "all_runtimes": Counter(), "all_usage": Counter()}
     for name, counted in (("all_stats", stats), ("all_runtimes", runtimes), ("all_usage", usage)):
         for (span, start, _skill, *rest), v in counted.items():
-            summed[name][(span, start, *rest)] += v
+            if span in ("hour", "day"):  # no day blocks in the all-skills tables
+                summed[name][(span, start, *rest)] += v
     return {name: {k: v for k, v in c.items() if v} for name, c in summed.items()}
 
 
