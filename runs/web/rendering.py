@@ -364,6 +364,87 @@ def options(choices, selected: str) -> SafeString:
     )
 
 
+_SINCE_TITLE = (
+    "-1h, -24h, -7d (before now), a date (that whole day, UTC) or an ISO 8601 time (UTC unless"
+    " an offset is given)"
+)
+_UNTIL_TITLE = (
+    "-1h, -24h, -7d (before now), a date (up to the end of that day, UTC) or an ISO 8601 time"
+    " (UTC unless an offset is given)"
+)
+
+
+def run_filters(form, status_choices, page_sizes, page_size, default_page_size) -> SafeString:
+    """The run list's filter form (``form``: the RunFilterSet's, bound to the query).
+
+    Was a template include: 1.5 ms of a list page's ~24 ms of CPU went to the template
+    engine resolving form.data and form.fields lookups (issue 17); this is ~0.1 ms."""
+    data, fields = form.data, form.fields
+    cleaned = getattr(form, "cleaned_data", None) or {}
+
+    def value(name: str) -> str:
+        given = data.get(name)
+        return esc(given) if given else ""
+
+    def suggested(name: str, label: str) -> str:
+        return (
+            f'  <label>{label} <input name="{name}" value="{value(name)}"'
+            f' maxlength="{int(fields[name].max_length)}" autocomplete="off"'
+            f' list="{name}-values" data-suggest="{esc(route("runs:suggest", name))}"></label>\n'
+        )
+
+    def check(name: str) -> str:
+        return " checked" if cleaned.get(name) else ""
+
+    parts = [
+        f'<form class="filters" method="get" action="{esc(route("runs:run_list"))}"'
+        ' role="search" aria-label="Filter runs">\n'
+        f'  <label class="search">Search <input type="search" name="q" value="{value("q")}"'
+        f' maxlength="{int(fields["q"].max_length)}"'
+        ' placeholder=\'words, "a phrase", -excluded\' autocomplete="off"></label>\n'
+        "  <label>Status\n"
+        '    <select name="status">\n'
+        f"      {options(status_choices, data.get('status') or '')}\n"
+        "    </select>\n"
+        "  </label>\n",
+        suggested("skill", "Skill"),
+        suggested("caller", "Caller"),
+        suggested("channel", "Channel"),
+        '  <datalist id="skill-values"></datalist><datalist id="caller-values"></datalist>'
+        '<datalist id="channel-values"></datalist>\n'
+        f'  <label>Since (UTC) <input name="since" value="{value("since")}"'
+        f' placeholder="-24h or 2026-11-25" title="{_SINCE_TITLE}"></label>\n'
+        f'  <label>Until (UTC) <input name="until" value="{value("until")}"'
+        f' placeholder="2026-11-26" title="{_UNTIL_TITLE}"></label>\n'
+        '  <label class="check"><input type="checkbox" name="include_nested" value="1"'
+        f"{check('include_nested')}> nested runs</label>\n"
+        '  <label class="check"><input type="checkbox" name="include_dry_run" value="1"'
+        f"{check('include_dry_run')}> dry runs</label>\n"
+        '  <label class="check" title="The run failed, one of its tool calls failed, or a run'
+        ' below it failed"><input type="checkbox" name="failed" value="1"'
+        f"{check('failed')}> any failure</label>\n",
+    ]
+    if page_sizes:
+        sizes = "".join(
+            f'<option value="{int(n) if n != default_page_size else ""}"'
+            f"{' selected' if n == page_size else ''}>{int(n)}</option>"
+            for n in page_sizes
+        )
+        parts.append(
+            f'  <label>Per page\n    <select name="page_size">{sizes}</select>\n  </label>\n'
+        )
+    else:
+        parts.append("  \n")
+    parts.append(
+        '  <span class="actions">\n'
+        '    <button type="submit">Apply</button>\n'
+        f'    <a href="{esc(route("runs:run_list"))}">Reset</a>\n'
+        "  </span>\n"
+        "</form>\n"
+    )
+    return mark_safe("".join(parts))
+
+
 CURRENT = ' aria-current="true"'
 
 

@@ -13,6 +13,7 @@ register.simple_tag(rendering.tree_items, name="tree_items")
 register.simple_tag(rendering.timeline_items, name="timeline_items")
 register.simple_tag(rendering.skill_rows, name="skill_rows")
 register.simple_tag(rendering.options, name="options")
+register.simple_tag(rendering.run_filters, name="run_filters")
 register.simple_tag(rendering.run_url, name="run_url")
 # {% route 'runs:run_list' %}: {% url %} with the path kept per process (rendering.route).
 register.simple_tag(rendering.route, name="route")
