@@ -3553,17 +3553,16 @@ class SkillRunStatManager(models.Manager):
                 f"GROUP BY skill_id, k UNION ALL "
                 f"SELECT NULL, NULL, k, SUM(runs) FROM ({runtime_source}) s GROUP BY k"
             )
-        runtime_sql = self._percentiles_sql(histogram)
         results = []
         with connection.cursor() as cursor:
-            for sql, copies in ((runs_sql, 1 if pg else 2), (runtime_sql, 1 if pg else 3)):
-                cursor.execute(sql, params * copies)
-                results.append(
-                    [
-                        (None if row[0] is None else _as_utc(row[0]), *row[1:])
-                        for row in cursor.fetchall()
-                    ]
-                )
+            cursor.execute(runs_sql, params * (1 if pg else 2))
+            results.append(
+                [
+                    (None if row[0] is None else _as_utc(row[0]), *row[1:])
+                    for row in cursor.fetchall()
+                ]
+            )
+            results.append(self._percentile_rows(cursor, histogram, params * (1 if pg else 3)))
             # Usage per (period, model) and per (skill, segment, model): a segment is the
             # buckets between two price changes (``segments``: bucket starts where a new
             # price applies), so each skill's usage is one row per model and segment.
@@ -3701,7 +3700,7 @@ class SkillRunStatManager(models.Manager):
                     "GROUP BY skill_id, bin"
                 )
                 params += [*skills, *span_params]
-            fetch(cursor, self._percentiles_sql(histogram), params, results[1])
+            results[1].extend(self._percentile_rows(cursor, histogram, params))
             # usage per period, and per chosen skill and price segment
             fetch(
                 cursor,
@@ -3857,26 +3856,43 @@ class SkillRunStatManager(models.Manager):
             moment += size
         return ranges
 
-    @staticmethod
-    def _percentiles_sql(histogram: str) -> str:
+    def _percentile_rows(self, cursor, histogram: str, params: list) -> list[tuple]:
         """(period, skill, finished runs, percentile bins...) per (period, skill) group of
         ``histogram`` (rows period, skill_id, k = bin, n = runs): the nearest-rank
         percentile's bin is the first bin (in order) whose running count reaches
         ceil(p * total / 100), i.e. cum * 100 >= p * total (whole numbers: no float
-        rounding moves the rank)."""
-        picks = ", ".join(
-            f"MIN(CASE WHEN cum * 100 >= total * {p} THEN k END)" for p in STATS_PERCENTILES
+        rounding moves the rank).
+
+        The database sums the histograms and hands each group's bins over as one text
+        ("bin:runs,..."); the running counts are taken here. Window functions over the
+        summed rows (a sort, two running sums, a grouped pick) were most of the statement:
+        measured on a 30-day page at 100k runs (3,754 summed rows, backend CPU, 4 x 25
+        calls), 19-30 ms with them, 13-21 ms without."""
+        pg = connections[self.db].vendor == "postgresql"
+        pairs = "string_agg(k || ':' || n, ',')" if pg else "group_concat(k || ':' || n, ',')"
+        cursor.execute(
+            f"WITH h AS ({histogram}) SELECT period, skill_id, {pairs} FROM h "
+            "GROUP BY period, skill_id",
+            params,
         )
-        return f"""
-            WITH h AS ({histogram}), c AS (
-                SELECT period, skill_id, k,
-                    SUM(n) OVER (PARTITION BY period, skill_id ORDER BY k
-                                 ROWS UNBOUNDED PRECEDING) AS cum,
-                    SUM(n) OVER (PARTITION BY period, skill_id) AS total
-                FROM h
-            )
-            SELECT period, skill_id, MAX(total), {picks} FROM c GROUP BY period, skill_id
-        """
+        rows = []
+        for period, skill_id, text in cursor.fetchall():
+            counts: dict[int, int] = {}
+            for pair in text.split(","):
+                k, n = pair.split(":")
+                counts[int(k)] = counts.get(int(k), 0) + int(n)
+            total = sum(counts.values())
+            picks: list[int | None] = []
+            for p in STATS_PERCENTILES:
+                cum, pick = 0, None
+                for k in sorted(counts):
+                    cum += counts[k]
+                    if cum * 100 >= total * p:
+                        pick = k
+                        break
+                picks.append(pick)
+            rows.append((None if period is None else _as_utc(period), skill_id, total, *picks))
+        return rows
 
     def _segment(self, segments: Sequence[datetime], column: str) -> tuple[str, list]:
         """SQL numbering the price segment a bucket start lies in (0 before the first of

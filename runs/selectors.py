@@ -563,7 +563,7 @@ def histogram_percentile(histogram: dict[int, int], percent: int) -> float | Non
     """The nearest-rank percentile (the value at rank ceil(percent * n / 100), 1-based)
     read from a runtime histogram {bin: runs}: the geometric midpoint of the bin holding
     that rank, so within 4.9% of the exact nearest-rank percentile. None when empty. The
-    database computes the same for the stats (SkillRunStatManager.bucket_rows)."""
+    stats' reads pick the same bin (SkillRunStatManager._percentile_rows)."""
     total = sum(histogram.values())
     if total <= 0:
         return None
@@ -669,9 +669,9 @@ def stats_series(
     the buckets' runtime histograms and usage are read for those skills only (issue 18: a
     30-day window of 200 skills summed ~360,000 histogram rows at 1M runs).
 
-    Percentiles per point, per skill and for the window are read in the database from the
-    runtime histograms summed over the point's (or skill's) rows: the bin holding the
-    nearest rank, so within 4.9% of the exact nearest-rank value.
+    Percentiles per point, per skill and for the window are read from the runtime
+    histograms summed in the database over the point's (or skill's) rows: the bin holding
+    the nearest rank, so within 4.9% of the exact nearest-rank value.
     """
     segments = price_segments(query)
     runs, runtimes, usage, left_out = SkillRunStat.objects.bucket_rows(
