@@ -395,8 +395,13 @@ class SkillRunRuntime(models.Model):
         ]
         indexes = [
             # /stats/'s first skills' histograms (SkillRunStatManager._bucket_reads): their
-            # days only, not the window's rows of every skill (migration 0016)
-            models.Index(fields=["skill_id", "span", "period_start"], name="run_runtimes_skill"),
+            # days only, not the window's rows of every skill (migration 0016). top_level
+            # last: the nested runs' rows are skipped in the index, not fetched from the
+            # table and then filtered out (40% of the rows read; migration 0021).
+            models.Index(
+                fields=["skill_id", "span", "period_start", "top_level"],
+                name="run_runtimes_skill_window",
+            ),
         ]
 
     def __str__(self):
